@@ -1,0 +1,406 @@
+"""The steps of one grade sync run as plain functions; the DAG factory only wires them to tasks.
+
+Every step takes the integration config and small, JSON-serialisable inputs (manifests that point
+at staged Parquet files) and returns the same kind of thing, so each one can be tested without
+Airflow, rerun on its own, and run on any worker that can reach the staging location.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gradesync.config import IntegrationConfig
+from gradesync.entities import get_entity
+from gradesync.records import arrow_schema
+
+log = logging.getLogger("gradesync.pipeline")
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ConnectionLike(Protocol):
+    conn_id: str
+    conn_type: str | None
+    host: str | None
+    login: str | None
+    password: str | None
+    schema: str | None
+    port: int | None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Which records a run asks for
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """The slice of IC a run extracts: everything (full) or dateLastModified in (since, until]."""
+
+    full: bool
+    since: datetime | None = None
+    until: datetime | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "full": self.full,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Window:
+        parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
+        return cls(bool(data["full"]), parse(data.get("since")), parse(data.get("until")), data.get("reason", ""))
+
+
+def resolve_window(
+    config: IntegrationConfig,
+    *,
+    full_refresh: bool = False,
+    since: datetime | None = None,
+    interval_start: datetime | None = None,
+    interval_end: datetime | None = None,
+    watermark: datetime | None = None,
+) -> Window:
+    """Decide full vs. delta for one entity of one run.
+
+    Order: an explicit full refresh; an explicit ``since``; no watermark yet (first load is full);
+    the weekly full-sync day of a scheduled run; the run's data interval; else the stored watermark
+    (manual runs have no real interval).
+    """
+    if full_refresh:
+        return Window(True, reason="full_refresh requested")
+    if since is not None:
+        return Window(False, since=since, reason="since requested")
+    if watermark is None:
+        return Window(True, reason="no watermark yet: first load is a full sync")
+    has_interval = interval_start is not None and interval_end is not None and interval_end > interval_start
+    if has_interval:
+        assert interval_start is not None and interval_end is not None
+        if config.full_sync_weekday is not None:
+            local_end = interval_end.astimezone(ZoneInfo(config.timezone))
+            if _WEEKDAYS[local_end.weekday()] == config.full_sync_weekday:
+                return Window(True, reason=f"weekly full sync ({config.full_sync_weekday})")
+        return Window(False, since=interval_start, until=interval_end, reason="data interval")
+    return Window(False, since=watermark, reason="stored watermark")
+
+
+# ---------------------------------------------------------------------------------------------
+# Staging layout
+# ---------------------------------------------------------------------------------------------
+
+
+def run_folder_name(run_id: str) -> str:
+    """Run ids hold ':' and '+'; object stores and Windows paths do not like them."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def run_staging_root(config: IntegrationConfig, run_id: str) -> Any:
+    from gradesync.staging import staging_path
+
+    return staging_path(config.staging.resolved_url()) / config.dag_id / run_folder_name(run_id)
+
+
+def read_parquet_files(files: list[str]) -> pd.DataFrame | None:
+    """Concatenate staged Parquet parts; ``None`` when there are none."""
+    from gradesync.staging import staging_path
+
+    tables = []
+    for name in files:
+        with staging_path(name).open("rb") as handle:
+            tables.append(pq.read_table(handle))
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def write_parquet(df: pd.DataFrame, target: Any) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with target.open("wb") as handle:
+        pq.write_table(table, handle)
+    return str(target)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class EntityRunCounts:
+    """What happened to one entity's records in one run; the audit adds these up."""
+
+    entity: str
+    extracted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def elapsed(started: float) -> float:
+    return round(time.monotonic() - started, 3)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str, sort_keys=True)
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections and the warehouse
+# ---------------------------------------------------------------------------------------------
+
+
+def get_connection(conn_id: str) -> Any:
+    """Airflow connection by id (env ``AIRFLOW_CONN_*``, secrets backend or metadata DB)."""
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id)
+
+
+def open_warehouse(config: IntegrationConfig) -> Any:
+    from gradesync.warehouse import Warehouse, warehouse_url_from_connection
+
+    conn = get_connection(config.warehouse_connection_id)
+    return Warehouse(warehouse_url_from_connection(conn), schema=config.warehouse_schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_step(config: IntegrationConfig) -> dict[str, Any]:
+    """Fail before touching IC when a connection is missing; bring the warehouse schema up to date."""
+    from gradesync.oneroster import ICConnectionSettings
+
+    settings = ICConnectionSettings.from_connection(get_connection(config.connection_id), config.api_version)
+    warehouse = open_warehouse(config)
+    warehouse.migrate()
+    log.info(
+        "Integration %s: OneRoster %s at %s; entities %s; warehouse ready",
+        config.name, config.api_version, settings.gradebook_base, ", ".join(config.selected_entities),
+    )
+    return {"integration": config.name, "api_version": config.api_version, "entities": config.selected_entities}
+
+
+def refresh_token_step(config: IntegrationConfig) -> dict[str, Any]:
+    """Prove the client credentials and vendor key now, so a bad secret fails once, early and clearly."""
+    from gradesync.oneroster import ICConnectionSettings, check_credentials
+
+    settings = ICConnectionSettings.from_connection(get_connection(config.connection_id), config.api_version)
+    info = check_credentials(settings)
+    log.info("IC accepted the credentials of connection %s (token valid %ss)", config.connection_id,
+             info.get("expires_in"))
+    return info
+
+
+def extract_step(
+    config: IntegrationConfig,
+    entity_name: str,
+    *,
+    run_id: str,
+    selected: list[str] | None = None,
+    full_refresh: bool = False,
+    since: datetime | None = None,
+    interval_start: datetime | None = None,
+    interval_end: datetime | None = None,
+) -> dict[str, Any]:
+    """Stream one entity from IC into staged Parquet parts and return their manifest."""
+    from gradesync.extract import extract_entity
+    from gradesync.oneroster import OneRosterHook
+
+    if selected is not None and entity_name not in selected:
+        log.info("Skipping %s: not in this run's entities %s", entity_name, selected)
+        return {"entity": entity_name, "skipped": True}
+    watermark = open_warehouse(config).get_watermark(config.name, entity_name)
+    window = resolve_window(
+        config, full_refresh=full_refresh, since=since, interval_start=interval_start,
+        interval_end=interval_end, watermark=watermark,
+    )
+    log.info("Extracting %s: %s (%s)", entity_name,
+             "full sync" if window.full else f"changed after {window.since} up to {window.until or 'now'}",
+             window.reason)
+    hook = OneRosterHook(ic_conn_id=config.connection_id, api_version=config.api_version)
+    from gradesync.oneroster import request_concurrency
+
+    client = hook.get_client(
+        max_concurrency=request_concurrency(config.extraction.max_concurrent_requests,
+                                            config.extraction.peak_window, utcnow())
+    )
+    target = run_staging_root(config, run_id) / "extract" / entity_name
+    manifest = extract_entity(
+        client, entity_name, target, since=window.since, until=window.until,
+        page_size=config.extraction.page_size, chunk_rows=config.extraction.chunk_rows,
+    )
+    result = manifest.to_dict()
+    result["window"] = window.to_dict()
+    result["skipped"] = False
+    return result
+
+
+def dedupe_step(config: IntegrationConfig, manifests: list[dict[str, Any]], *, run_id: str) -> list[dict[str, Any]]:
+    """Merge each entity's IC records with the vendor's under the master-field rules.
+
+    Parents are merged before children, so a result can be checked against the line items of this
+    run as well as those already in the warehouse.
+    """
+    from gradesync.merge import merge_entity, rules_for
+    from gradesync.vendor import read_vendor_records
+
+    warehouse = open_warehouse(config)
+    by_entity = {m["entity"]: m for m in manifests}
+    merged_ids: dict[str, pd.Index] = {}
+    out: list[dict[str, Any]] = []
+    for entity_name in config.selected_entities:
+        manifest = by_entity.get(entity_name)
+        if manifest is None or manifest.get("skipped"):
+            continue
+        entity = get_entity(entity_name)
+        ic = read_parquet_files(manifest["files"])
+        if ic is None:
+            ic = arrow_schema(entity, config.api_version).empty_table().to_pandas()
+        vendor = read_vendor_records(config, entity, warehouse)
+        known_parents: dict[str, pd.Index] = {}
+        for column, parent in entity.parents.items():
+            if parent in config.selected_entities or parent in merged_ids:
+                stored = warehouse.known_sourced_ids(config.name, parent)
+                known_parents[column] = stored.union(merged_ids.get(parent, pd.Index([])))
+        outcome = merge_entity(
+            entity, ic, vendor, rules_for(config, entity_name), run_id=run_id, known_parents=known_parents or None,
+        )
+        merged_ids[entity_name] = pd.Index(outcome.merged["sourced_id"])
+        root = run_staging_root(config, run_id) / "merged"
+        merged_file = write_parquet(outcome.merged, root / f"{entity_name}.parquet")
+        rejects = outcome.rejects
+        extract_rejects = read_parquet_files([manifest["rejects_file"]]) if manifest.get("rejects_file") else None
+        if extract_rejects is not None and len(extract_rejects):
+            extract_rejects = extract_rejects.assign(run_id=run_id, source="ic")
+            rejects = pd.concat([extract_rejects, rejects], ignore_index=True)
+        rejects_file = write_parquet(rejects, root / f"{entity_name}.rejects.parquet") if len(rejects) else None
+        counts = manifest["counts"]
+        extracted = int(counts["received"])
+        duplicates = int(outcome.counts.get("duplicates_ic", 0)) + int(counts.get("duplicates_in_scan", 0))
+        log.info(
+            "Merged %s: %d from IC, %d from the vendor -> %d records, %d duplicates, %d rejected",
+            entity_name, extracted, outcome.counts.get("vendor_in", 0), len(outcome.merged), duplicates, len(rejects),
+        )
+        out.append({
+            "entity": entity_name,
+            "files": [merged_file],
+            "rejects_file": rejects_file,
+            "extracted": extracted,
+            "duplicates": duplicates,
+            "rejected": len(rejects),
+            "window": manifest["window"],
+            "max_date_last_modified": manifest.get("max_date_last_modified"),
+            "started_at": manifest.get("started_at"),
+        })
+    return out
+
+
+def load_step(
+    config: IntegrationConfig, merged: list[dict[str, Any]], *, run_id: str, dry_run: bool = False
+) -> list[dict[str, Any]]:
+    """Load each entity in its own transaction, parents first, under the integration's lock."""
+    warehouse = open_warehouse(config)
+    results: list[dict[str, Any]] = []
+    with warehouse.integration_lock(config.name, run_id):
+        for item in merged:
+            window = Window.from_dict(item["window"])
+            rejects = read_parquet_files([item["rejects_file"]]) if item.get("rejects_file") else None
+            watermark = _next_watermark(window, item.get("max_date_last_modified"))
+            started_at = datetime.fromisoformat(item["started_at"]) if item.get("started_at") else utcnow()
+            counts = warehouse.load_entity(
+                config.name, item["entity"], config.api_version, item["files"],
+                run_id=run_id, full_sync=window.full, extracted=item["extracted"], duplicates=item["duplicates"],
+                rejects=rejects, watermark=watermark, started_at=started_at,
+            )
+            row = {"entity": item["entity"], **_counts_dict(counts)}
+            log.info("Loaded %s: %s", item["entity"], ", ".join(f"{k} {v}" for k, v in row.items() if k != "entity"))
+            results.append(row)
+    return results
+
+
+def _next_watermark(window: Window, max_seen: str | None) -> datetime | None:
+    """The newest change this run has certainly seen: the window's end, else the newest record."""
+    candidates = [d for d in (window.until, datetime.fromisoformat(max_seen) if max_seen else None) if d]
+    return max(candidates) if candidates else None
+
+
+def _counts_dict(counts: Any) -> dict[str, int]:
+    if isinstance(counts, dict):
+        return {k: int(v) for k, v in counts.items()}
+    return {k: int(v) for k, v in asdict(counts).items()}
+
+
+REPORT_COLUMNS = ("entity", "extracted", "inserted", "updated", "unchanged", "deleted", "duplicates", "rejected")
+
+
+class RejectRateExceeded(RuntimeError):
+    pass
+
+
+def report_step(
+    config: IntegrationConfig, loaded: list[dict[str, Any]], *, run_id: str, started_at: datetime | None = None
+) -> dict[str, Any]:
+    """Summarise the run as a table in the log and a small dict for XCom; fail on too many rejects."""
+    rows = [{c: row.get(c, 0) for c in REPORT_COLUMNS} for row in loaded]
+    totals = {c: sum(int(r[c]) for r in rows) for c in REPORT_COLUMNS[1:]}
+    duration = (utcnow() - started_at).total_seconds() if started_at else None
+    log.info("Run %s of %s\n%s", run_id, config.dag_id, format_table(rows + [{"entity": "TOTAL", **totals}]))
+    warnings: list[str] = []
+    for row in rows:
+        accounted = sum(int(row[c]) for c in ("inserted", "updated", "unchanged", "duplicates", "rejected"))
+        if accounted != int(row["extracted"]):
+            warnings.append(f"{row['entity']}: {row['extracted']} extracted but {accounted} accounted for")
+    summary = {
+        "integration": config.name,
+        "run_id": run_id,
+        "entities": {r["entity"]: {k: int(v) for k, v in r.items() if k != "entity"} for r in rows},
+        "totals": totals,
+        "duration_s": round(duration, 1) if duration is not None else None,
+        "warnings": warnings,
+    }
+    extracted = totals["extracted"]
+    if extracted and totals["rejected"] / extracted > config.reject_rate_threshold:
+        raise RejectRateExceeded(
+            f"{totals['rejected']} of {extracted} records were rejected "
+            f"({totals['rejected'] / extracted:.1%} > reject_rate_threshold {config.reject_rate_threshold:.1%}); "
+            f"see the rejects table for run {run_id}"
+        )
+    return summary
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(nothing loaded)"
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    line = lambda values: "  ".join(str(v).rjust(widths[c]) if i else str(v).ljust(widths[c])  # noqa: E731
+                                    for i, (c, v) in enumerate(zip(columns, values, strict=True)))
+    return "\n".join([line(columns), line("-" * widths[c] for c in columns)] + [line(r.get(c, "") for c in columns) for r in rows])

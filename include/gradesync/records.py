@@ -8,9 +8,10 @@ unparseable value is never dropped: it becomes a ``Reject`` with its raw JSON an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 

@@ -44,7 +44,7 @@ def _as_datetime(value: Any) -> datetime | None:
 
 def build_dag(config: IntegrationConfig) -> Any:
     """The DAG ``grade_sync_<name>`` for one integration."""
-    from airflow.sdk import DAG, Param, task
+    from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
     from gradesync import pipeline
 
@@ -68,7 +68,8 @@ def build_dag(config: IntegrationConfig) -> Any:
     with DAG(
         dag_id=config.dag_id,
         description=config.description or f"Grade sync of {config.name} (OneRoster {config.api_version})",
-        schedule=config.schedule,
+        # Airflow 3 cron strings give zero-length intervals; delta windows need real ones.
+        schedule=CronDataIntervalTimetable(config.schedule, timezone=config.timezone) if config.schedule else None,
         start_date=datetime.combine(config.start_date, datetime.min.time(), tzinfo=timezone.utc),
         catchup=False,
         max_active_runs=1,

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from gradesync.config import ConfigError, discover, load_config, parse_config
 
 VALID = {"name": "district_a", "api_version": "1.2", "connection_id": "ic_district_a"}

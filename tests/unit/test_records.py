@@ -4,6 +4,7 @@ import json
 from datetime import date, datetime, timezone
 
 import pyarrow as pa
+
 from gradesync.entities import ENTITIES, RESULTS, entities_for
 from gradesync.records import arrow_schema, flatten_records, rejects_table
 

@@ -284,7 +284,7 @@ def dedupe_step(config: IntegrationConfig, manifests: list[dict[str, Any]], *, r
         ic = read_parquet_files(manifest["files"])
         if ic is None:
             ic = arrow_schema(entity, config.api_version).empty_table().to_pandas()
-        vendor = read_vendor_records(config, entity, warehouse)
+        vendor = read_vendor_records(config, entity, warehouse, run_id=run_id)
         known_parents: dict[str, pd.Index] = {}
         for column, parent in entity.parents.items():
             if parent in config.selected_entities or parent in merged_ids:

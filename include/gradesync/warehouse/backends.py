@@ -1,0 +1,185 @@
+"""The one place that knows Postgres from SQLite.
+
+Everything else builds dialect-neutral SQLAlchemy Core statements. What differs lives here:
+engine and session setup, how staged rows reach a temporary table (COPY on Postgres,
+executemany on SQLite), and the locks that keep loads, migrations and runs apart (advisory locks
+on Postgres; SQLite serialises writers itself with ``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+
+# classids of the two-key advisory locks, one per purpose
+_LOCK_RUN = 0x67730001  # held (shared) by every process of the run that owns an integration
+_LOCK_MUTEX = 0x67730002  # serialises changes of the sync_locks row of one integration
+_LOCK_LOAD = 0x67730003  # one load per integration and entity at a time
+_LOCK_MIGRATE = 0x67730004  # one migration per warehouse at a time
+
+
+def lock_key(*parts: str) -> int:
+    """A signed 32-bit key for an advisory lock, derived from names (collisions only over-serialise)."""
+    value = zlib.crc32("\x1f".join(parts).encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+class Backend:
+    """Behaviour that differs between warehouse databases."""
+
+    name = "base"
+    two_pass = False  # stage keys first and only then the rows that need writing
+    uses_schema = True
+
+    def engine(self, url: sa.URL) -> sa.Engine:
+        raise NotImplementedError
+
+    def prepare_load(self, conn: sa.Connection, work_mem: str) -> None:
+        """Session settings for a load transaction."""
+
+    def ensure_schema(self, conn: sa.Connection, schema: str | None) -> None:
+        """Create the warehouse schema if the database has schemas."""
+
+    def xact_lock(self, conn: sa.Connection, purpose: str, *names: str) -> None:
+        """Block until this transaction is the only one doing ``purpose`` for ``names``."""
+
+    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
+        raise NotImplementedError
+
+    # integration locks: see Warehouse.integration_lock
+    def run_lock_acquire(self, conn: sa.Connection, names: tuple[str, ...]) -> None:
+        pass
+
+    def run_lock_release(self, conn: sa.Connection, names: tuple[str, ...]) -> bool:
+        """Release this process's hold; True if no other live holder remains."""
+        return True
+
+    def run_lock_others_alive(self, conn: sa.Connection, names: tuple[str, ...]) -> bool | None:
+        """Whether another live session holds the run lock; None if this database cannot tell."""
+        return None
+
+    def mutex(self, conn: sa.Connection, names: tuple[str, ...]) -> None:
+        """Serialise lock-table changes for ``names`` until the transaction ends."""
+
+
+class PostgresBackend(Backend):
+    name = "postgresql"
+    two_pass = True
+
+    def engine(self, url: sa.URL) -> sa.Engine:
+        engine = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=8)
+
+        @sa.event.listens_for(engine, "connect")
+        def _setup(dbapi_conn: Any, _record: Any) -> None:
+            # UTC so timestamps in COPY text and in reads mean UTC; temp_buffers before any temp table
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET TimeZone = 'UTC'")
+                cur.execute("SET temp_buffers = '256MB'")
+                if dbapi_conn.info.server_version >= 140000:
+                    # a backend whose client was killed stops mid-query instead of finishing it
+                    cur.execute("SET client_connection_check_interval = '2s'")
+            dbapi_conn.commit()
+
+        return engine
+
+    def prepare_load(self, conn: sa.Connection, work_mem: str) -> None:
+        conn.execute(sa.select(sa.func.set_config("work_mem", sa.literal(work_mem, sa.Text), sa.true())))
+
+    def ensure_schema(self, conn: sa.Connection, schema: str | None) -> None:
+        if schema:
+            conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+
+    def _key(self, classid: int, names: tuple[str, ...]) -> tuple[Any, Any]:
+        return (sa.cast(sa.literal(classid - (1 << 32) if classid >= (1 << 31) else classid), sa.Integer),
+                sa.cast(sa.literal(lock_key(*names)), sa.Integer))
+
+    def xact_lock(self, conn: sa.Connection, purpose: str, *names: str) -> None:
+        classid = {"load": _LOCK_LOAD, "migrate": _LOCK_MIGRATE, "mutex": _LOCK_MUTEX}[purpose]
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*self._key(classid, names))))
+
+    def mutex(self, conn: sa.Connection, names: tuple[str, ...]) -> None:
+        self.xact_lock(conn, "mutex", *names)
+
+    def run_lock_acquire(self, conn: sa.Connection, names: tuple[str, ...]) -> None:
+        conn.execute(sa.select(sa.func.pg_advisory_lock_shared(*self._key(_LOCK_RUN, names))))
+
+    def run_lock_release(self, conn: sa.Connection, names: tuple[str, ...]) -> bool:
+        conn.execute(sa.select(sa.func.pg_advisory_unlock_shared(*self._key(_LOCK_RUN, names))))
+        return not self.run_lock_others_alive(conn, names)
+
+    def run_lock_others_alive(self, conn: sa.Connection, names: tuple[str, ...]) -> bool | None:
+        key = self._key(_LOCK_RUN, names)
+        got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(*key))).scalar_one()
+        if got:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(*key)))
+        return not got
+
+    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
+        """COPY batches into ``table`` as CSV made by Arrow (values never pass through SQL text)."""
+        cursor = conn.connection.driver_connection.cursor()
+        preparer = conn.dialect.identifier_preparer
+        columns = ", ".join(preparer.quote(c.name) for c in table.columns)
+        copy_sql = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN (FORMAT csv)"
+        options = pacsv.WriteOptions(include_header=False, batch_size=8192)
+        rows = 0
+        with cursor.copy(copy_sql) as copy:
+            for batch in batches:
+                # timestamps go out as naive UTC text: formatting tz-aware values is slow in Arrow,
+                # and the session time zone is UTC
+                arrays = [a.cast(pa.timestamp(a.type.unit)) if pa.types.is_timestamp(a.type) and a.type.tz
+                          else a for a in batch.columns]
+                plain = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+                sink = io.BytesIO()
+                pacsv.write_csv(plain, sink, options)
+                copy.write(sink.getbuffer())
+                rows += batch.num_rows
+        return rows
+
+
+class SqliteBackend(Backend):
+    name = "sqlite"
+    uses_schema = False
+
+    def engine(self, url: sa.URL) -> sa.Engine:
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _setup(dbapi_conn: Any, _record: Any) -> None:
+            # let SQLAlchemy's BEGIN below be the only transaction control (pysqlite's is implicit)
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            if url.database not in (None, "", ":memory:"):
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            # take the write lock up front: a load never fails half-way on "database is locked"
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
+        rows = 0
+        insert = table.insert()
+        for batch in batches:
+            conn.execute(insert, batch.to_pylist())
+            rows += batch.num_rows
+        return rows
+
+
+def backend_for(url: sa.URL) -> Backend:
+    """The backend of a SQLAlchemy URL; only Postgres and SQLite are supported."""
+    name = url.get_backend_name()
+    if name == "postgresql":
+        return PostgresBackend()
+    if name == "sqlite":
+        return SqliteBackend()
+    raise ValueError(f"unsupported warehouse database {name!r}: use postgresql or sqlite")

@@ -1,0 +1,293 @@
+"""Load the staged files of one entity into the warehouse: one transaction, set-based merge.
+
+The algorithm is the same on both databases; only how rows reach the temporary staging tables
+differs (``backends``):
+
+1. If the integration already has rows of this entity and the backend supports it, stream the
+   files once and stage only *keys* (ordinal, sourced_id, date_last_modified, row hash,
+   tombstone flag). One join against the warehouse table then yields the ordinals of rows that
+   are new, changed, deleted or revived; a second stream stages only those full rows. A nightly
+   reload where 1% changed moves 1% of the rows. Otherwise every row is staged in one pass.
+2. Duplicate keys in the files (normally removed upstream) are counted and the last version
+   (latest ``date_last_modified``, then latest in file order) wins.
+3. History rows, updates, inserts and (for a full sync) soft deletes of records that vanished run
+   as a handful of ``INSERT ... SELECT`` / ``UPDATE ... FROM`` statements.
+
+Rows are compared by ``row_hash`` only; unchanged rows are never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+
+from gradesync.entities import Entity
+from gradesync.warehouse.backends import Backend
+from gradesync.warehouse.schema import (
+    DELETED_STATUS,
+    HISTORY_REFS,
+    PROVENANCE_COLUMNS,
+    REASON_TOMBSTONE,
+    REASON_VANISHED,
+    TRACKED_COLUMNS,
+    WarehouseSchema,
+    content_fields,
+    sa_type,
+)
+from gradesync.warehouse.staging import StagedFiles
+
+
+@dataclass(frozen=True)
+class LoadCounts:
+    """What one load did. ``inserted + updated + unchanged + duplicates + rejected == extracted``
+    when the caller's counts are consistent; ``deleted`` and ``revived`` overlap ``updated``
+    (except deletes of records that vanished from a full sync, which were not in the files)."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    revived: int = 0
+    rejected: int = 0
+    extracted: int = 0
+    duplicates: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return self.extracted == self.inserted + self.updated + self.unchanged + self.duplicates + self.rejected
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int
+    revived: int
+    duplicates: int  # found in the files on top of what the caller counted
+    staged: int  # rows read from the files
+
+
+def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table]:
+    md = sa.MetaData()
+    rows = sa.Table(
+        "gs_stage_rows", md,
+        sa.Column("ord", sa.BigInteger(), nullable=False),
+        sa.Column("sourced_id", sa.Text(), nullable=False),
+        *[sa.Column(f.column, sa_type(f.kind)) for f in content_fields(entity)],
+        *[sa.Column(c, sa_type("json" if c == "field_sources" else "str")) for c in PROVENANCE_COLUMNS],
+        sa.Column("row_hash", sa.BigInteger(), nullable=False),
+        sa.Column("tombstone", sa.Boolean(), nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+    keys = sa.Table(
+        "gs_stage_keys", md,
+        sa.Column("ord", sa.BigInteger(), nullable=False),
+        sa.Column("sourced_id", sa.Text(), nullable=False),
+        sa.Column("date_last_modified", sa_type("datetime")),
+        sa.Column("row_hash", sa.BigInteger(), nullable=False),
+        sa.Column("tombstone", sa.Boolean(), nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+    return rows, keys
+
+
+def _row_batches(files: StagedFiles, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
+    """Full staging rows (optionally only the wanted ordinals, sorted) in the temp table's layout."""
+    for sb in files.batches():
+        n = sb.batch.num_rows
+        ords = np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)
+        arrays = [pa.array(ords), *sb.batch.columns, pa.array(sb.hashes), pa.array(sb.tombstone)]
+        names = ["ord", *sb.batch.schema.names, "row_hash", "tombstone"]
+        batch = pa.RecordBatch.from_arrays(arrays, names=names)
+        if wanted is not None:
+            lo, hi = np.searchsorted(wanted, [sb.first_ord, sb.first_ord + n])
+            if lo == hi:
+                continue
+            batch = batch.take(pa.array(wanted[lo:hi] - sb.first_ord))
+        yield batch
+
+
+def _key_batches(files: StagedFiles) -> Iterator[pa.RecordBatch]:
+    for sb in files.batches():
+        n = sb.batch.num_rows
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)),
+             sb.batch.column("sourced_id"), sb.batch.column("date_last_modified"),
+             pa.array(sb.hashes), pa.array(sb.tombstone)],
+            names=["ord", "sourced_id", "date_last_modified", "row_hash", "tombstone"],
+        )
+
+
+def _dedupe(conn: sa.Connection, keys: sa.Table) -> int:
+    """Drop all but the last version of each duplicated key; return how many rows were dropped."""
+    dup_groups = (
+        sa.select(keys.c.sourced_id).group_by(keys.c.sourced_id).having(sa.func.count() > 1).limit(1)
+    )
+    if conn.execute(dup_groups).first() is None:
+        return 0
+    newer = keys.alias("newer")
+    stmt = sa.delete(keys).where(
+        sa.exists().where(
+            newer.c.sourced_id == keys.c.sourced_id,
+            sa.or_(
+                newer.c.date_last_modified > keys.c.date_last_modified,
+                sa.and_(newer.c.date_last_modified == keys.c.date_last_modified, newer.c.ord > keys.c.ord),
+                sa.and_(newer.c.date_last_modified.is_not(None), keys.c.date_last_modified.is_(None)),
+            ),
+        )
+    )
+    return conn.execute(stmt).rowcount
+
+
+def merge(
+    conn: sa.Connection,
+    backend: Backend,
+    ws: WarehouseSchema,
+    entity: Entity,
+    integration_id: str,
+    run_id: str,
+    files: StagedFiles,
+    *,
+    full_sync: bool,
+    seen_at: datetime,
+) -> MergeResult:
+    """Merge the staged files into the entity table inside the caller's transaction."""
+    target = ws.entity(entity.name)
+    history = ws.history(entity.name)
+    rows_t, keys_t = _temp_tables(entity)
+    iid = sa.literal(integration_id, sa.Text)
+    run = sa.literal(run_id, sa.Text)
+    seen = sa.literal(seen_at, sa_type("datetime"))
+
+    has_rows = conn.execute(
+        sa.select(sa.literal(1)).select_from(target).where(target.c.integration_id == iid).limit(1)
+    ).first() is not None
+    two_pass = has_rows and backend.two_pass
+
+    rows_t.create(conn)
+    dropped = 0
+    if two_pass:
+        keys_t.create(conn)
+        staged = backend.stage(conn, keys_t, _key_batches(files))
+        dropped = _dedupe(conn, keys_t)
+        t = target
+        needed = (
+            sa.select(keys_t.c.ord)
+            .select_from(keys_t.outerjoin(t, sa.and_(t.c.integration_id == iid,
+                                                     t.c.sourced_id == keys_t.c.sourced_id)))
+            .where(sa.or_(t.c.sourced_id.is_(None), t.c.row_hash != keys_t.c.row_hash,
+                          t.c.deleted_at.is_not(None) != keys_t.c.tombstone))
+            .order_by(keys_t.c.ord)
+        )
+        wanted = np.fromiter(conn.execute(needed).scalars(), dtype=np.int64)
+        if len(wanted):
+            backend.stage(conn, rows_t, _row_batches(files, wanted))
+        all_keys = keys_t
+    else:
+        staged = backend.stage(conn, rows_t, _row_batches(files, None))
+        dropped = _dedupe(conn, rows_t)
+        all_keys = rows_t
+    r = rows_t
+    t = target
+    live_rows = staged - dropped
+
+    content = [f.column for f in content_fields(entity)] + list(PROVENANCE_COLUMNS)
+    match = sa.and_(t.c.integration_id == iid, t.c.sourced_id == r.c.sourced_id)
+    was_deleted = t.c.deleted_at.is_not(None)
+    needs_update = sa.or_(t.c.row_hash != r.c.row_hash, was_deleted != r.c.tombstone)
+    revive = sa.and_(was_deleted, sa.not_(r.c.tombstone))
+    tomb_delete = sa.and_(sa.not_(was_deleted), r.c.tombstone)
+
+    updated = revived = tomb_deleted = 0
+    if has_rows:
+        counts = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(sa.case((revive, 1), else_=0)), 0),
+                sa.func.coalesce(sa.func.sum(sa.case((tomb_delete, 1), else_=0)), 0),
+            ).select_from(r.join(t, match)).where(needs_update)
+        ).one()
+        updated, revived, tomb_deleted = (int(v) for v in counts)
+
+    if history is not None:
+        refs = HISTORY_REFS[entity.name]
+        hist_cols = (["integration_id", "sourced_id", "run_id", "seen_at", "change", *refs]
+                     + [f"{p}_{c}" for c in TRACKED_COLUMNS for p in ("old", "new")])
+        if has_rows:
+            tracked_changed = sa.or_(
+                *[t.c[c].is_distinct_from(r.c[c]) for c in TRACKED_COLUMNS if c != "date_last_modified"],
+                was_deleted != r.c.tombstone,
+            )
+            change = sa.case((revive, "revive"), (tomb_delete, "delete"), else_="update")
+            sel = sa.select(
+                iid, r.c.sourced_id, run, seen, change, *[r.c[c] for c in refs],
+                *[x for c in TRACKED_COLUMNS for x in (t.c[c], r.c[c])],
+            ).select_from(r.join(t, match)).where(needs_update, tracked_changed)
+            conn.execute(sa.insert(history).from_select(hist_cols, sel))
+        new_rows = sa.select(
+            iid, r.c.sourced_id, run, seen, sa.literal("insert", sa.Text), *[r.c[c] for c in refs],
+            *[x for c in TRACKED_COLUMNS for x in (sa.null(), r.c[c])],
+        )
+        if has_rows:
+            new_rows = new_rows.where(~sa.exists().where(match))
+        conn.execute(sa.insert(history).from_select(hist_cols, new_rows))
+
+    if has_rows and updated:
+        conn.execute(
+            sa.update(t).where(match, needs_update).values(
+                {**{c: r.c[c] for c in content},
+                 "row_hash": r.c.row_hash, "changed_at": seen, "changed_run_id": run,
+                 "deleted_at": sa.case((r.c.tombstone, sa.func.coalesce(t.c.deleted_at, seen)), else_=sa.null()),
+                 "deleted_reason": sa.case((r.c.tombstone, REASON_TOMBSTONE), else_=sa.null())}
+            )
+        )
+
+    insert_cols = ["integration_id", "sourced_id", *content, "row_hash", "first_seen_at", "first_run_id",
+                   "changed_at", "changed_run_id", "deleted_at", "deleted_reason"]
+    sel = sa.select(
+        iid, r.c.sourced_id, *[r.c[c] for c in content], r.c.row_hash, seen, run, seen, run,
+        sa.case((r.c.tombstone, seen), else_=sa.null()),
+        sa.case((r.c.tombstone, REASON_TOMBSTONE), else_=sa.null()),
+    )
+    if has_rows:
+        sel = sel.where(~sa.exists().where(match))
+    inserted = conn.execute(sa.insert(t).from_select(insert_cols, sel)).rowcount
+
+    vanished = 0
+    if full_sync and has_rows:
+        k = all_keys
+        gone = sa.and_(t.c.integration_id == iid, t.c.deleted_at.is_(None),
+                       ~sa.exists().where(k.c.sourced_id == t.c.sourced_id))
+        if history is not None:
+            refs = HISTORY_REFS[entity.name]
+            new_vals = {"status": sa.literal(DELETED_STATUS, sa.Text)}
+            sel = sa.select(
+                iid, t.c.sourced_id, run, seen, sa.literal("delete", sa.Text), *[t.c[c] for c in refs],
+                *[x for c in TRACKED_COLUMNS for x in (t.c[c], new_vals.get(c, t.c[c]))],
+            ).where(gone)
+            conn.execute(sa.insert(history).from_select(hist_cols, sel))
+        vanished = conn.execute(
+            sa.update(t).where(gone).values(
+                status=DELETED_STATUS, deleted_at=seen, deleted_reason=REASON_VANISHED,
+                changed_at=seen, changed_run_id=run,
+            )
+        ).rowcount
+
+    r.drop(conn)
+    if two_pass:
+        keys_t.drop(conn)
+    return MergeResult(
+        inserted=inserted,
+        updated=updated,
+        unchanged=live_rows - inserted - updated,
+        deleted=tomb_deleted + vanished,
+        revived=revived,
+        duplicates=dropped,
+        staged=staged,
+    )

@@ -1,0 +1,5 @@
+"""``python -m gradesync.sandbox``."""
+
+from gradesync.sandbox.cli import main
+
+raise SystemExit(main())

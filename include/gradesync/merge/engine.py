@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from gradesync.entities import Entity, Field
 from gradesync.merge.frames import STR_DTYPE, coerce, empty_column, json_lines, normalise_text
@@ -262,7 +264,8 @@ def _prepare(
         if isinstance(m, ValueMapping) and m.column in work.columns:
             replaced[m.column] = _map_values(replaced.get(m.column, work[m.column]), m, reasons)
     by_column = {f.column: f for f in layout}
-    missing = [f.column for f in layout if f.required and f.column not in work.columns]
+    defaulted = {m.column for m in mappings if isinstance(m, DefaultMapping)}
+    missing = [f.column for f in layout if f.required and f.column not in work.columns and f.column not in defaulted]
     if n and missing:
         raise ValueError(
             f"{name} frame lacks required column(s) {', '.join(missing)}; pass the staging layout, "
@@ -338,7 +341,7 @@ def _key_codes(column: pd.Series, kind: str) -> np.ndarray:
 def _natural_pass(
     key: list[str],
     kinds: Mapping[str, str],
-    combined: Mapping[str, pd.Series],
+    combined: _Combined,
     n_ic: int,
     ic_pool: np.ndarray,
     v_pool: np.ndarray,
@@ -396,22 +399,25 @@ def _lineage(
     columns: list[str],
     record_source: np.ndarray,
     match_kind: np.ndarray,
-    choose_vendor_bits: np.ndarray,
+    paired_bits: np.ndarray,
     vendor_ids: np.ndarray,
     match_labels: list[str | None],
     fingerprint: str,
 ) -> pd.Categorical:
     """field_sources as a Categorical: one JSON text per distinct lineage pattern.
 
-    Patterns are (record source, how matched, which columns came from the vendor). Rows matched by a
-    natural key also carry the vendor's sourced_id, so each of them is its own category.
+    A pattern is (how matched, which columns came from the vendor); single-source rows share two fixed
+    patterns, paired rows have few. Rows matched by a natural key also carry the vendor's sourced_id,
+    so each of them is its own category.
     """
     ncols = len(columns)
     all_vendor = (1 << ncols) - 1
-    bits = np.where(record_source == 1, all_vendor, np.where(record_source == 0, 0, choose_vendor_bits))
-    pattern = (match_kind.astype(np.int64) << ncols) | bits.astype(np.int64)
-    natural = match_kind >= 2
-    uniques, inverse = np.unique(pattern, return_inverse=True)
+    paired = np.flatnonzero(record_source == 2)
+    paired_patterns = (match_kind[paired].astype(np.int64) << ncols) | paired_bits.astype(np.int64)
+    found, inverse = np.unique(paired_patterns, return_inverse=True)
+    patterns = [0, all_vendor, *(int(p) for p in found)]  # ic-only, vendor-only, then paired
+    codes = np.where(record_source == 1, 1, 0).astype(np.int32)
+    codes[paired] = 2 + inverse.reshape(-1)
 
     def head_body(p: int) -> tuple[str, str]:
         kind, mask = p >> ncols, p & all_vendor
@@ -420,21 +426,20 @@ def _lineage(
         body = json.dumps(sources, sort_keys=True, separators=(",", ":"))[1:]
         return head, body
 
-    parts = [head_body(int(p)) for p in uniques]
-    plain = np.array([f"{h},{b}" for h, b in parts], dtype=object)
-    codes = inverse.astype(np.int64)
-    categories = plain
-    if natural.any():
-        rows = np.flatnonzero(natural)
-        encoded = json_lines(pd.DataFrame({"_vendor_sourced_id": vendor_ids[rows]}))
-        heads = np.array([h for h, _ in parts], dtype=object)[inverse[rows]]
-        bodies = np.array([b for _, b in parts], dtype=object)[inverse[rows]]
-        texts = heads + "," + np.array([e[1:-1] for e in encoded], dtype=object) + "," + bodies
-        codes[rows] = plain.size + np.arange(rows.size)
-        categories = np.concatenate([plain, texts])
-    used = np.zeros(categories.size, dtype=bool)
+    parts = [head_body(p) for p in patterns]
+    categories = pd.Series([f"{h},{b}" for h, b in parts], dtype=STR_DTYPE)
+    natural = np.flatnonzero(match_kind >= 2)
+    if natural.size:
+        heads = pd.Series(np.array([h for h, _ in parts], dtype=object)[codes[natural]], dtype=STR_DTYPE)
+        bodies = pd.Series(np.array([b for _, b in parts], dtype=object)[codes[natural]], dtype=STR_DTYPE)
+        # {"_vendor_sourced_id":"..."} encoded by to_json, braces cut off
+        encoded = pd.Series(json_lines(pd.DataFrame({"_vendor_sourced_id": vendor_ids[natural]})), dtype=STR_DTYPE)
+        texts = heads + "," + encoded.str.slice(1, -1) + "," + bodies
+        codes[natural] = len(categories) + np.arange(natural.size, dtype=np.int32)
+        categories = pd.concat([categories, texts], ignore_index=True)
+    used = np.zeros(len(categories), dtype=bool)
     used[codes] = True
-    remap = np.cumsum(used) - 1
+    remap = (np.cumsum(used) - 1).astype(np.int32)
     return pd.Categorical.from_codes(remap[codes], categories=pd.Index(categories[used], dtype=STR_DTYPE))
 
 
@@ -452,6 +457,44 @@ def _layout(entity: Entity, api_version: str | None, present: set[str]) -> tuple
             return version, list(fields)
     version = entity.versions[-1]
     return version, list(entity.fields_for(version))
+
+
+class _Combined:
+    """Column ``c`` of the ic frame followed by the vendor frame, built on demand and not kept:
+    Arrow columns concatenate without copying, numpy ones are copied only while in use."""
+
+    def __init__(self, ic: pd.DataFrame, vendor: pd.DataFrame) -> None:
+        self.ic, self.vendor = ic, vendor
+
+    def __getitem__(self, column: str) -> pd.Series:
+        if len(self.vendor) == 0:
+            return self.ic[column]
+        if len(self.ic) == 0:
+            return self.vendor[column]
+        return pd.concat([self.ic[column], self.vendor[column]], ignore_index=True)
+
+
+def _rank_codes(values: pd.Series) -> np.ndarray:
+    """Codes that are ranks of the value in sorted (code point) order; -1 for missing.
+
+    Sorting the distinct values in Arrow keeps millions of ids out of Python objects."""
+    codes, uniques = pd.factorize(values)
+    if len(uniques) == 0:
+        return codes
+    order = pc.sort_indices(pa.array(uniques.array)).to_numpy()
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)
+
+
+def _is_in(values: pd.Index, known: pd.Index) -> np.ndarray:
+    """Membership of text ``values`` in ``known``, in Arrow (no Python string objects)."""
+    known = pd.Index(known)
+    value_set = pa.array((known if known.dtype == STR_DTYPE else known.astype(STR_DTYPE)).array)
+    if isinstance(value_set, pa.ChunkedArray):
+        value_set = value_set.combine_chunks()
+    found = pc.is_in(pa.array(pd.array(values, dtype=STR_DTYPE)), value_set=value_set.cast(pa.large_string()))
+    return found.to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _take(column: pd.Series, index: np.ndarray) -> pd.Series:
@@ -502,9 +545,9 @@ def merge_entity(
     n_ic = len(ic_side)
     counts = dict.fromkeys(COUNT_KEYS, 0)
     counts["ic_in"], counts["vendor_in"] = n_ic, len(v_side)
-    combined = {c: pd.concat([ic_side.frame[c], v_side.frame[c]], ignore_index=True) for c in columns}
-    # sort=True makes codes ranks of sourced_id, so the final sort is an integer argsort
-    id_codes, _ = pd.factorize(combined["sourced_id"], sort=True)
+    combined = _Combined(ic_side.frame, v_side.frame)
+    # codes are ranks of sourced_id, so the final sort is an integer argsort
+    id_codes = _rank_codes(combined["sourced_id"])
     dlm_key = _newest_first_key(combined["date_last_modified"])
 
     rejected: list[tuple[str, np.ndarray, np.ndarray]] = []  # (side, positions, reasons)
@@ -617,7 +660,7 @@ def merge_entity(
         for column, known in known_parents.items():
             values = _take(combined[column], column_index(column))
             codes, uniques = pd.factorize(values)
-            ok = pd.Index(uniques).isin(pd.Index(known).astype(STR_DTYPE))
+            ok = _is_in(uniques, known)
             bad = (codes >= 0) & ~ok[np.maximum(codes, 0)] if len(uniques) else np.zeros(codes.size, dtype=bool)
             bad &= ~unknown
             if bad.any():
@@ -648,9 +691,9 @@ def merge_entity(
     out: dict[str, pd.Series] = {}
     for column in columns:
         out[column] = _take(combined[column], column_index(column))
-    bits = np.zeros(primary.size, dtype=np.int64)
+    bits = np.zeros(paired.size, dtype=np.int64)
     for j, column in enumerate(columns):
-        bits[paired] |= choose_vendor[column].astype(np.int64) << j
+        bits |= choose_vendor[column].astype(np.int64) << j
     natural_rows = row_match >= 2
     vendor_ids = np.full(primary.size, None, dtype=object)
     vendor_ids[natural_rows] = _take(combined["sourced_id"], n_ic + row_v[natural_rows]).to_numpy(dtype=object)
@@ -692,7 +735,7 @@ def _rejects_frame(
             pd.DataFrame(
                 {
                     "entity": entity_name,
-                    "sourced_id": side.frame["sourced_id"].to_numpy(dtype=object)[pos],
+                    "sourced_id": side.frame["sourced_id"].take(pos).to_numpy(dtype=object),
                     "reason": msgs,
                     "raw": json_lines(side.raw.iloc[pos]),
                     "run_id": run_id,

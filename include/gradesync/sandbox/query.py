@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-from gradesync.sandbox.generator import encode_json
+from gradesync.sandbox.generator import encode_json, format_timestamp
 
 DATETIME_FIELDS = frozenset({"dateLastModified", "assignDate", "dueDate"})
 DATE_FIELDS = frozenset({"scoreDate", "startDate", "endDate"})
@@ -147,14 +147,22 @@ def parse_datetime(text: str) -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
+def canonical_datetime(text: str) -> str:
+    """Any ISO 8601 date-time (or date) as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC."""
+    return format_timestamp(parse_datetime(text))
+
+
 def comparable(field: str, value: Any) -> Any:
-    """A record's value in the form comparisons and sorting use (datetimes as epoch seconds)."""
+    """A record's value in the form comparisons and sorting use (date-times canonical UTC strings)."""
     leaf = field.rsplit(".", 1)[-1]
     if value is None:
         return None
     if leaf in DATETIME_FIELDS:
+        text = str(value)
+        if len(text) == 24 and text[10] == "T" and text[-1] == "Z":
+            return text  # already canonical: canonical UTC strings sort and compare like datetimes
         try:
-            return parse_datetime(str(value)).timestamp()
+            return canonical_datetime(text)
         except ValueError:
             return None
     if isinstance(value, (dict, list)):
@@ -167,7 +175,7 @@ def filter_operand(field: str, value: str) -> Any:
     leaf = field.rsplit(".", 1)[-1]
     try:
         if leaf in DATETIME_FIELDS:
-            return parse_datetime(value).timestamp()
+            return canonical_datetime(value)
         if leaf in DATE_FIELDS:
             return date.fromisoformat(value[:10]).isoformat()
         if leaf in NUMBER_FIELDS:

@@ -9,6 +9,7 @@ are stored pre-encoded, so a page of 1,000 results is a ``b",".join`` of slices.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import secrets
 import socket
@@ -25,8 +26,15 @@ import msgspec
 
 from gradesync.entities import ENTITIES
 from gradesync.sandbox.faults import FaultConfig, FaultDecision, FaultInjector
-from gradesync.sandbox.generator import Dataset, encode_json, generate
-from gradesync.sandbox.query import ApiError, ListParams, check_field, error_body, parse_list_params
+from gradesync.sandbox.generator import HREF_MARKER, Dataset, encode_json, expand_hrefs, generate, href_root
+from gradesync.sandbox.query import (
+    ApiError,
+    ListParams,
+    Predicate,
+    check_field,
+    error_body,
+    parse_list_params,
+)
 from gradesync.sandbox.store import Scope, Store
 from gradesync.sandbox.writes import WriteRules
 
@@ -246,8 +254,17 @@ class SandboxApp:
     def __init__(self, config: SandboxConfig, base_url: str, dataset: Dataset | None = None) -> None:
         self.config = config
         self.base_url = base_url.rstrip("/")
-        self.dataset = dataset or generate(config.preset, config.seed, config.api, self.base_url)
-        self.store = Store(self.dataset)
+        self.href_root = href_root(self.base_url)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self.dataset = dataset or generate(config.preset, config.seed, config.api)
+            self.store = Store(self.dataset)
+        finally:
+            if collecting:
+                gc.enable()
+        gc.collect()
+        gc.freeze()  # a million long-lived records: keep them out of every later collection's scan
         self.tokens = TokenStore(config.token_lifetime)
         self.faults = FaultInjector(config.faults)
         self.stats = Stats()
@@ -594,7 +611,7 @@ class _Handler(BaseHTTPRequestHandler):
             slots = store.select(
                 target,
                 scopes,
-                params.filter.predicates if params.filter else (),
+                self._stored_form(params.filter.predicates) if params.filter else (),
                 params.filter.joiner if params.filter else "AND",
                 params.sort,
                 params.order_by == "desc",
@@ -607,12 +624,20 @@ class _Handler(BaseHTTPRequestHandler):
         if params.fields:
             records = [_select_fields(b, params.fields) for b in records]  # type: ignore[arg-type]
         envelope = ENVELOPES[target][0].encode()
-        body = b'{"' + envelope + b'":[' + b",".join(records) + b"]}"  # type: ignore[arg-type]
+        body = expand_hrefs(b'{"' + envelope + b'":[' + b",".join(records) + b"]}", app.href_root)  # type: ignore[arg-type]
         headers = {"X-Total-Count": str(total)}
         link = self._link_header(raw_query, params, total)
         if link:
             headers["Link"] = link
         self._send(200, body, headers, truncate=truncate)
+
+    def _stored_form(self, predicates: tuple[Predicate, ...]) -> tuple[Predicate, ...]:
+        """Filters on hrefs compare against the stored (marker) form of the URL."""
+        root = self.app.href_root
+        return tuple(
+            Predicate(p.field, p.op, p.value.replace(root, HREF_MARKER)) if p.field.endswith(".href") else p
+            for p in predicates
+        )
 
     def _link_header(self, raw_query: str, params: ListParams, total: int) -> str:
         """RFC 8288 links (next/last/first/prev) keeping every other query parameter, URL-encoded."""
@@ -647,7 +672,7 @@ class _Handler(BaseHTTPRequestHandler):
                 check_field(name, known, frozenset(), "invalid_selection_field", "selection")
             blob = _select_fields(blob, fields_wanted)
         app.stats.add_records(1)
-        body = b'{"' + ENVELOPES[collection][1].encode() + b'":' + blob + b"}"
+        body = expand_hrefs(b'{"' + ENVELOPES[collection][1].encode() + b'":' + blob + b"}", app.href_root)
         self._send(200, body, truncate=truncate)
 
     # -- writes ------------------------------------------------------------------------------------------
@@ -754,7 +779,7 @@ class _Handler(BaseHTTPRequestHandler):
                 with store.lock:
                     coll = store.collection(collection)
                     blobs = [coll.blobs[s] for s in coll.order]
-                return self._send(200, b"[" + b",".join(blobs) + b"]")  # type: ignore[arg-type]
+                return self._send(200, expand_hrefs(b"[" + b",".join(blobs) + b"]", app.href_root))  # type: ignore[arg-type]
             if len(parts) == 2 and parts[0] in ("modify", "add", "delete") and method == "POST":
                 collection = collection_of(parts[1])
                 count = int(payload.get("count", 1))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -69,12 +69,13 @@ class Collection:
         """Comparable values of ``field`` (dotted for references/metadata) by slot, decoded once."""
         cached = self._columns.get(field)
         if cached is None:
-            cached = [None if b is None else _extract(field, b) for b in self._blob_iter()]
+            interned: dict[Any, Any] = {}  # references repeat: share one str per distinct value
+            cached = [
+                None if b is None else interned.setdefault(v, v) if isinstance(v := _extract(field, b), str) else v
+                for b in self.blobs
+            ]
             self._columns[field] = cached
         return cached
-
-    def _blob_iter(self) -> Iterable[bytes | None]:
-        return self.blobs
 
     def _refresh_columns(self, slot: int, blob: bytes | None) -> None:
         record = None if blob is None else _DECODER.decode(blob)

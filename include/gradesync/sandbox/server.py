@@ -117,8 +117,8 @@ class SandboxConfig:
     public_url: str | None = None  # base URL clients use (hrefs, Link headers); default http://host:port
     app_name: str = "sandbox"
     client_id: str = "sandbox-client"
-    client_secret: str = "sandbox-client-secret"
-    vendor_key: str = "sandbox-vendor-key"
+    client_secret: str = "sandbox-secret"
+    vendor_key: str = "sandbox-vendor"
     vendor_secret: str = "sandbox-vendor-secret"
     token_lifetime: int = 3600
     max_limit: int = 50_000
@@ -254,7 +254,6 @@ class SandboxApp:
     def __init__(self, config: SandboxConfig, base_url: str, dataset: Dataset | None = None) -> None:
         self.config = config
         self.base_url = base_url.rstrip("/")
-        self.href_root = href_root(self.base_url)
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -275,29 +274,34 @@ class SandboxApp:
     def api_tag(self) -> str:
         return "v1p2" if self.config.api == "1.2" else "v1p1"
 
-    def service_url(self, url_form: str | None = None) -> str:
+    def service_url(self, url_form: str | None = None, base_url: str | None = None) -> str:
+        """The IC Service URL to configure, in either of IC's two URL forms."""
+        base = base_url or self.base_url
         form = url_form or self.config.url_form
         if form == "app":
-            return (f"{self.base_url}/campus/api/oneroster/{self.api_tag}/{self.config.app_name}"
+            return (f"{base}/campus/api/oneroster/{self.api_tag}/{self.config.app_name}"
                     f"/ims/oneroster/rostering/{self.api_tag}")
-        return f"{self.base_url}/campus/api/ims/oneroster/rostering/{self.api_tag}"
+        return f"{base}/campus/api/ims/oneroster/rostering/{self.api_tag}"
 
-    def connection_info(self) -> dict[str, Any]:
+    def connection_info(self, base_url: str | None = None) -> dict[str, Any]:
+        """URLs and credentials a client needs (what the CLI prints and ``/_sandbox/config`` returns)."""
         c = self.config
         v12 = c.api == "1.2"
+        base = base_url or self.base_url
+        service = self.service_url(base_url=base)
         return {
             "api": c.api,
             "preset": c.preset,
             "seed": c.seed,
-            "base_url": self.base_url,
-            "service_url": self.service_url(),
-            "gradebook_url": self.service_url().replace("/rostering/", "/gradebook/") if v12 else self.service_url(),
-            "token_url": f"{self.base_url}/campus/oauth2/token?appName={quote(c.app_name)}",
+            "base_url": base,
+            "service_url": service,
+            "gradebook_url": service.replace("/rostering/", "/gradebook/") if v12 else service,
+            "token_url": f"{base}/campus/oauth2/token?appName={quote(c.app_name)}",
             "client_id": c.client_id,
             "client_secret": c.client_secret,
             "vendor_key": c.vendor_key if v12 else None,
             "vendor_secret": c.vendor_secret if v12 else None,
-            "admin_url": f"{self.base_url}/_sandbox",
+            "admin_url": f"{base}/_sandbox",
         }
 
 
@@ -323,6 +327,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     # -- plumbing ---------------------------------------------------------------------------------------
+    def _public_base(self) -> str:
+        """The base URL this client used (``Host`` header), unless ``--public-url`` fixes one.
+
+        Inside docker-compose the server binds 0.0.0.0 but clients call it ``ic-sandbox:8000``:
+        hrefs and Link headers must use the name the client used.
+        """
+        if self.app.config.public_url:
+            return self.app.base_url
+        host = self.headers.get("Host")
+        return f"http://{host}" if host else self.app.base_url
+
+    def _href_root(self) -> str:
+        return href_root(self._public_base())
+
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
@@ -624,7 +642,7 @@ class _Handler(BaseHTTPRequestHandler):
         if params.fields:
             records = [_select_fields(b, params.fields) for b in records]  # type: ignore[arg-type]
         envelope = ENVELOPES[target][0].encode()
-        body = expand_hrefs(b'{"' + envelope + b'":[' + b",".join(records) + b"]}", app.href_root)  # type: ignore[arg-type]
+        body = expand_hrefs(b'{"' + envelope + b'":[' + b",".join(records) + b"]}", self._href_root())  # type: ignore[arg-type]
         headers = {"X-Total-Count": str(total)}
         link = self._link_header(raw_query, params, total)
         if link:
@@ -633,7 +651,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stored_form(self, predicates: tuple[Predicate, ...]) -> tuple[Predicate, ...]:
         """Filters on hrefs compare against the stored (marker) form of the URL."""
-        root = self.app.href_root
+        root = self._href_root()
         return tuple(
             Predicate(p.field, p.op, p.value.replace(root, HREF_MARKER)) if p.field.endswith(".href") else p
             for p in predicates
@@ -642,7 +660,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _link_header(self, raw_query: str, params: ListParams, total: int) -> str:
         """RFC 8288 links (next/last/first/prev) keeping every other query parameter, URL-encoded."""
         pairs = [(k, v) for k, v in _ordered_pairs(raw_query) if k not in ("limit", "offset")]
-        base = self.app.base_url + urlsplit(self.path).path
+        base = self._public_base() + urlsplit(self.path).path
 
         def url(offset: int) -> str:
             query = urlencode([*pairs, ("limit", str(params.limit)), ("offset", str(offset))], quote_via=quote)
@@ -672,7 +690,7 @@ class _Handler(BaseHTTPRequestHandler):
                 check_field(name, known, frozenset(), "invalid_selection_field", "selection")
             blob = _select_fields(blob, fields_wanted)
         app.stats.add_records(1)
-        body = expand_hrefs(b'{"' + ENVELOPES[collection][1].encode() + b'":' + blob + b"}", app.href_root)
+        body = expand_hrefs(b'{"' + ENVELOPES[collection][1].encode() + b'":' + blob + b"}", self._href_root())
         self._send(200, body, truncate=truncate)
 
     # -- writes ------------------------------------------------------------------------------------------
@@ -758,7 +776,7 @@ class _Handler(BaseHTTPRequestHandler):
             if parts == ["health"]:
                 return ok({"ok": True})
             if parts == ["config"]:
-                return ok(app.connection_info())
+                return ok(app.connection_info(self._public_base()))
             if parts == ["stats"] and method == "GET":
                 return ok(app.stats.snapshot(app.tokens.issued))
             if parts == ["stats", "reset"] and method == "POST":
@@ -779,7 +797,7 @@ class _Handler(BaseHTTPRequestHandler):
                 with store.lock:
                     coll = store.collection(collection)
                     blobs = [coll.blobs[s] for s in coll.order]
-                return self._send(200, expand_hrefs(b"[" + b",".join(blobs) + b"]", app.href_root))  # type: ignore[arg-type]
+                return self._send(200, expand_hrefs(b"[" + b",".join(blobs) + b"]", self._href_root()))  # type: ignore[arg-type]
             if len(parts) == 2 and parts[0] in ("modify", "add", "delete") and method == "POST":
                 collection = collection_of(parts[1])
                 count = int(payload.get("count", 1))

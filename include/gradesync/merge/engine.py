@@ -569,7 +569,7 @@ def merge_entity(
     # a record whose same-id counterpart on the other side was rejected is rejected too: merging it alone
     # would let one side overwrite every field the other side masters
     ic_codes, v_codes = id_codes[:n_ic], id_codes[n_ic:]
-    size = len(id_codes) and int(id_codes.max()) + 1
+    size = max(int(id_codes.max()) + 1 if len(id_codes) else 0, 1)  # at least 1: code -1 rows index slot 0
     for this, this_codes, other_codes, (other_name, other_pos, _) in (
         (0, ic_codes, v_codes, rejected[1]),
         (1, v_codes, ic_codes, rejected[0]),

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -39,7 +39,7 @@ from airflow.sdk import ObjectStoragePath
 from gradesync.entities import get_entity
 from gradesync.oneroster.client import OneRosterClient, Page, date_filter
 from gradesync.oneroster.errors import ExtractionError
-from gradesync.records import arrow_schema
+from gradesync.records import Reject, arrow_schema
 from gradesync.staging import (
     MANIFEST_NAME,
     DecodedPage,
@@ -110,10 +110,11 @@ class _ScanFailed(Exception):
 
 
 class _Progress:
-    def __init__(self, entity: str, client: OneRosterClient, every: float):
+    def __init__(self, entity: str, client: OneRosterClient, every: float, baseline: dict[str, Any]):
         self.entity = entity
         self.client = client
         self.every = every
+        self.baseline = baseline
         self.started = time.monotonic()
         self.last = self.started
 
@@ -125,16 +126,20 @@ class _Progress:
         elapsed = max(now - self.started, 1e-6)
         rate = records / elapsed
         stats = self.client.stats.snapshot()
+        base = self.baseline
+        requests = stats["requests"] - base["requests"]
+        retried = stats["retries"] - base["retries"]
+        reasons = {k: n - base["reasons"].get(k, 0) for k, n in stats["reasons"].items()}
         if total:
             share = f"{records:,}/{total:,} records ({min(records / total, 1.0):.0%})"
             remaining = max(total - records, 0)
             eta = f", ETA {remaining / rate:,.0f}s" if rate > 0 and remaining else ""
         else:
             share, eta = f"{records:,} records", ""
-        retries = ", ".join(f"{k}×{n}" for k, n in sorted(stats["reasons"].items())) or "none"
+        retries = ", ".join(f"{k}×{n}" for k, n in sorted(reasons.items()) if n) or "none"
         log.info(
             "%s: %d/%d pages, %s, %.0f records/s%s; %d requests, retries %d (%s)",
-            self.entity, pages, max(planned, pages), share, rate, eta, stats["requests"], stats["retries"], retries,
+            self.entity, pages, max(planned, pages), share, rate, eta, requests, retried, retries,
         )
 
 
@@ -149,15 +154,19 @@ def extract_entity(
     chunk_rows: int = 100_000,
     overlap: int | None = None,
     max_scans: int = 3,
+    catchup_margin: timedelta | None = timedelta(minutes=15),
     progress_every: float = 10.0,
 ) -> ExtractManifest:
     """Stage every record of ``entity_name`` (modified in ``(since, until]`` when given) as Parquet parts.
 
-    ``staging_dir`` is emptied first, so a retried task never mixes two attempts. Returns the
-    manifest; ``max_date_last_modified`` is the candidate watermark (advance it only after the load
-    committed). Raises ``UnsupportedEntityError`` for an entity the API version lacks,
-    ``CredentialsError`` for rejected credentials and ``ExtractionError`` when the data cannot be
-    read completely.
+    ``staging_dir`` is emptied first, so a retried task never mixes two attempts. After the main
+    scan a catch-up pass re-reads what changed while it ran (``dateLastModified`` later than the
+    scan's start minus ``catchup_margin``, which absorbs clock skew between this worker and IC) and
+    replaces older copies, so the staged set matches IC as of the end of the extraction; ``None``
+    disables it. Returns the manifest; ``max_date_last_modified`` is the candidate watermark
+    (advance it only after the load committed). Raises ``UnsupportedEntityError`` for an entity the
+    API version lacks, ``CredentialsError`` for rejected credentials and ``ExtractionError`` when
+    the data cannot be read completely.
     """
     entity = get_entity(entity_name)
     client.collection_url(entity_name)  # unsupported entity → clear error before any I/O
@@ -170,61 +179,67 @@ def extract_entity(
     api_version = client.api_version
     schema = arrow_schema(entity, api_version)
     decoder = PageDecoder(entity, api_version)
-    requests_before = client.stats.snapshot()
+    baseline = client.stats.snapshot()
     log.info(
         "Extracting %s (OneRoster %s) %s into %s; page size %d, overlap %d, up to %d concurrent requests",
         entity_name, api_version, f"with filter {filter_text}" if filter_text else "in full", directory,
         page_size, overlap, client.max_concurrency,
     )
+
+    def new_scan(filter_: str | None, writer: Any) -> _Scan:
+        return _Scan(client, entity_name, decoder, filter_, page_size, overlap, writer, progress_every, baseline)
+
     scans = 0
-    last_problem = ""
     while True:
         scans += 1
         clear_directory(directory)
+        scan_started = datetime.now(timezone.utc)
         writer = PartWriter(directory, schema, chunk_rows)
-        scan = _Scan(client, entity_name, decoder, filter_text, page_size, overlap, writer, progress_every)
+        scan = new_scan(filter_text, writer)
         try:
             scan.run()
             writer.close()
+            catch = _catch_up(new_scan, schema, since, until,
+                              None if catchup_margin is None else scan_started - catchup_margin, chunk_rows)
+            replaced = writer.replace(catch.ids, catch.table, catch.rejects) if catch.ids else 0
             break
         except _ScanFailed as exc:
             writer.abort()
-            last_problem = str(exc)
             if scans >= max_scans:
                 clear_directory(directory)
                 raise ExtractionError(
                     f"{entity_name}: could not read a consistent copy from IC in {scans} scans; last problem: "
-                    f"{last_problem}. Nothing was staged; rerun later (IC data was changing heavily) or lower "
-                    f"page_size."
+                    f"{exc}. Nothing was staged; rerun later (IC data was changing heavily) or lower page_size."
                 ) from None
-            log.warning("%s: scan %d is not trustworthy (%s); scanning again", entity_name, scans, last_problem)
+            log.warning("%s: scan %d is not trustworthy (%s); scanning again", entity_name, scans, exc)
         except BaseException:
             writer.abort()
             raise
     stats = client.stats.snapshot()
+    max_dlm = max((d for d in (scan.max_dlm, catch.max_dlm) if d is not None), default=None)
     counts = {
-        "received": scan.staged + scan.rejected,
+        "received": writer.rows_written + writer.rejects_written,
         "staged": writer.rows_written,
         "rejected": writer.rejects_written,
         "duplicates_in_scan": scan.duplicates,
         "overlap": scan.overlap_copies,
         "pages": scan.pages,
         "bridge_pages": scan.bridge_pages,
-        "requests": stats["requests"] - requests_before["requests"],
-        "retries": stats["retries"] - requests_before["retries"],
+        "catchup_records": catch.received,
+        "replaced": replaced,
+        "requests": stats["requests"] - baseline["requests"],
+        "retries": stats["retries"] - baseline["retries"],
         "total_reported": scan.total_last if scan.total_last is not None else -1,
         "scans": scans,
     }
-    if counts["staged"] != scan.staged or counts["rejected"] != scan.rejected:
-        raise ExtractionError(f"{entity_name}: staged {counts['staged']} rows but accepted {scan.staged}")  # pragma: no cover
-    reasons = {k: v - requests_before["reasons"].get(k, 0) for k, v in stats["reasons"].items()}
+    reasons = {k: v - baseline["reasons"].get(k, 0) for k, v in stats["reasons"].items()}
     manifest = ExtractManifest(
         entity=entity_name,
         api_version=api_version,
         files=list(writer.files),
         rejects_file=writer.rejects_file,
         counts=counts,
-        max_date_last_modified=scan.max_dlm.isoformat().replace("+00:00", "Z") if scan.max_dlm else None,
+        max_date_last_modified=max_dlm.isoformat().replace("+00:00", "Z") if max_dlm else None,
         full=since is None and until is None,
         started_at=started_at.isoformat(),
         finished_at=datetime.now(timezone.utc).isoformat(),
@@ -237,13 +252,88 @@ def extract_entity(
     scan.progress.maybe_log(pages=scan.pages, planned=scan.planned, records=counts["received"],
                             total=scan.total_last, force=True)
     log.info(
-        "%s: staged %d records in %d file(s), %d rejected, %d duplicate copies dropped; %d requests, %d retries; "
-        "max dateLastModified %s (fast decode %d pages, exact route %d)",
+        "%s: staged %d records in %d file(s), %d rejected, %d duplicate copies dropped, %d re-read by catch-up "
+        "(%d replaced); %d requests, %d retries; max dateLastModified %s (fast decode %d pages, exact route %d)",
         entity_name, counts["staged"], len(manifest.files), counts["rejected"], counts["duplicates_in_scan"],
-        counts["requests"], counts["retries"], manifest.max_date_last_modified, decoder.fast_pages,
-        decoder.slow_pages,
+        counts["catchup_records"], replaced, counts["requests"], counts["retries"],
+        manifest.max_date_last_modified, decoder.fast_pages, decoder.slow_pages,
     )
     return manifest
+
+
+class _Collector:
+    """Writer stand-in for catch-up passes: their (few) records stay in memory."""
+
+    def __init__(self) -> None:
+        self.tables: list[pa.Table] = []
+        self.rejects: list[Reject] = []
+
+    def write(self, table: pa.Table) -> None:
+        self.tables.append(table)
+
+    def write_rejects(self, rejects: list[Reject]) -> None:
+        self.rejects.extend(rejects)
+
+
+@dataclass
+class _CatchUp:
+    table: pa.Table
+    rejects: list[Reject]
+    ids: set[str]
+    received: int = 0
+    max_dlm: datetime | None = None
+
+
+_CATCHUP_ROUNDS = 3
+
+
+def _catch_up(
+    new_scan: Callable[[str | None, Any], _Scan],
+    schema: pa.Schema,
+    since: datetime | None,
+    until: datetime | None,
+    lower: datetime | None,
+    max_rows: int,
+) -> _CatchUp:
+    """Re-read records modified after ``lower`` (within the window); the latest copy of each wins.
+
+    A pass answered by a single page is atomic, so the records it returns are IC's latest; a longer
+    pass is repeated (at most three times) because records may have changed while it was paged.
+    """
+    result = _CatchUp(schema.empty_table(), [], set())
+    if lower is None:
+        return result
+    if since is not None:
+        lower = max(lower, since)
+    if until is not None and lower >= until:
+        return result
+    filter_text = date_filter(lower, until)
+    for _ in range(_CATCHUP_ROUNDS):
+        collector = _Collector()
+        scan = new_scan(filter_text, collector)
+        scan.progress.every = float("inf")
+        scan.run()
+        table = pa.concat_tables([schema.empty_table(), *collector.tables])
+        found = table.num_rows + len(collector.rejects)
+        result.received += found
+        if found:
+            ids = set(table.column("sourced_id").to_pylist()) | {
+                r.sourced_id for r in collector.rejects if r.sourced_id is not None
+            }
+            wanted = pa.array(sorted(ids), pa.string())
+            older = result.table.filter(pc.invert(pc.is_in(result.table.column("sourced_id"), wanted)))
+            result.table = pa.concat_tables([older, table])
+            result.rejects = [r for r in result.rejects if r.sourced_id not in ids] + collector.rejects
+            result.ids |= ids
+            if scan.max_dlm is not None and (result.max_dlm is None or scan.max_dlm > result.max_dlm):
+                result.max_dlm = scan.max_dlm
+            if len(result.ids) > max_rows:
+                raise _ScanFailed(f"more than {max_rows} records changed while the entity was read")
+        if scan.pages <= 1 and scan.bridge_pages == 0:
+            break
+    if result.received:
+        log.info("Catch-up re-read %d record(s) changed since %s", result.received, lower.isoformat())
+    return result
 
 
 class _Scan:
@@ -257,8 +347,9 @@ class _Scan:
         filter_text: str | None,
         page_size: int,
         overlap: int,
-        writer: PartWriter,
+        writer: Any,
         progress_every: float,
+        baseline: dict[str, Any],
     ):
         self.client = client
         self.entity_name = entity_name
@@ -268,7 +359,7 @@ class _Scan:
         self.stride = page_size - overlap
         self.overlap = overlap
         self.writer = writer
-        self.progress = _Progress(entity_name, client, progress_every)
+        self.progress = _Progress(entity_name, client, progress_every, baseline)
         self.pages = 0
         self.planned = 1
         self.bridge_pages = 0
@@ -486,5 +577,3 @@ class _Scan:
             return
         raise _ScanFailed(f"received {unique} unique records but X-Total-Count was {total} throughout")
 
-
-Decoder = Callable[[bytes], DecodedPage]

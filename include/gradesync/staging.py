@@ -217,6 +217,7 @@ class PartWriter:
         self._rejects: list[Reject] = []
         self._rejects_writer: pq.ParquetWriter | None = None
         self._rejects_handle: Any = None
+        self._next_part = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -236,7 +237,8 @@ class PartWriter:
             return
         table = pa.concat_tables(self._buffer).combine_chunks()
         self._buffer, self._buffered = [], 0
-        target = self.directory / f"{self.prefix}-{len(self.files):05d}.parquet"
+        target = self.directory / f"{self.prefix}-{self._next_part:05d}.parquet"
+        self._next_part += 1
         with target.open("wb") as handle:
             pq.write_table(table, handle)
         self.files.append(str(target))
@@ -262,6 +264,50 @@ class PartWriter:
             self._rejects_writer.close()
             self._rejects_handle.close()
             self._rejects_writer = None
+
+    def replace(self, ids: set[str], table: pa.Table, rejects: list[Reject]) -> int:
+        """After ``close``: drop rows and rejects whose sourcedId is in ``ids``, then add ``table``/``rejects``.
+
+        Used to apply newer copies of records that changed while the entity was being read. Reads
+        only the ``sourced_id`` column of parts that need no change; returns the rows dropped.
+        """
+        dropped = 0
+        if ids:
+            wanted = pa.array(sorted(ids), pa.string())
+            for name in list(self.files):
+                path = staging_path(name)
+                with path.open("rb") as handle:
+                    hit = pc.is_in(pq.read_table(handle, columns=["sourced_id"]).column("sourced_id"), wanted)
+                n_hit = pc.sum(hit).as_py() or 0
+                if not n_hit:
+                    continue
+                with path.open("rb") as handle:
+                    full = pq.read_table(handle, schema=self.schema)
+                kept = full.filter(pc.invert(pc.is_in(full.column("sourced_id"), wanted)))
+                dropped += full.num_rows - kept.num_rows
+                self.rows_written -= full.num_rows - kept.num_rows
+                if kept.num_rows:
+                    with path.open("wb") as handle:
+                        pq.write_table(kept, handle)
+                else:
+                    path.unlink()
+                    self.files.remove(name)
+        self.write(table)
+        self._flush()
+        old_rejects: list[Reject] = []
+        if self.rejects_file is not None:
+            path = staging_path(self.rejects_file)
+            with path.open("rb") as handle:
+                rows = pq.read_table(handle).to_pylist()
+            old_rejects = [Reject(**row) for row in rows if row["sourced_id"] is None or row["sourced_id"] not in ids]
+            path.unlink()
+            self.rejects_file, self.rejects_written = None, 0
+        merged = old_rejects + list(rejects)
+        if merged:
+            self._rejects = merged
+            self._flush_rejects()
+            self.close()
+        return dropped
 
     def abort(self) -> None:
         """Drop buffers and close handles without writing (the directory is cleared by the caller)."""

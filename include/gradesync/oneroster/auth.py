@@ -150,6 +150,8 @@ class TokenManager:
             return self._token
 
     def _session(self) -> OAuth2Session:
+        if self.settings.token_url.startswith("http://"):
+            _allow_plain_http(self.settings)
         if self._session_factory is not None:
             return self._session_factory()
         return OAuth2Session(client=BackendApplicationClient(client_id=self.settings.client_id))
@@ -207,6 +209,26 @@ class TokenManager:
             "?" if token.expires_in is None else int(token.expires_in),
         )
         return token
+
+
+_warned_http: set[str] = set()
+
+
+def _allow_plain_http(settings: ICConnectionSettings) -> None:
+    """oauthlib refuses http token URLs unless told otherwise; IC itself is always https.
+
+    A plain-http token URL only makes sense for a local sandbox (or a TLS-terminating sidecar), so it
+    is allowed, with a warning, because the connection explicitly asked for it.
+    """
+    import os
+    from urllib.parse import urlsplit
+
+    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    host = urlsplit(settings.token_url).hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1") and settings.conn_id not in _warned_http:
+        _warned_http.add(settings.conn_id)
+        log.warning("Connection %s sends its client secret over plain http to %s; use https outside a sandbox",
+                    settings.conn_id, host)
 
 
 def _oauth_error(settings: ICConnectionSettings, exc: OAuth2Error) -> Exception:

@@ -236,8 +236,8 @@ def resolve(path: str) -> Route | None:
     if rest is None and path.startswith("/campus/api/oneroster/"):
         # /campus/api/oneroster/v1p2/<appName>/ims/oneroster/...
         parts = path.split("/", 6)
-        if len(parts) == 7 and parts[6].startswith("oneroster/"):
-            rest = parts[6][len("oneroster/"):] if parts[5] == "ims" else None
+        if len(parts) == 7 and parts[6].startswith("ims/oneroster/"):
+            rest = parts[6][len("ims/oneroster/"):]
     if rest is None:
         return None
     segments = [unquote(s) for s in rest.strip("/").split("/") if s]

@@ -305,6 +305,13 @@ class Warehouse:
                                 .order_by(runs.c.load_started_at, runs.c.entity)).mappings().all()
         return [dict(r) for r in rows]
 
+    def latest_run_id(self, integration_id: str) -> str | None:
+        """The run that loaded most recently (for summaries after a run, e.g. the demo)."""
+        runs = self.tables.table("sync_runs")
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs.c.run_id).where(runs.c.integration_id == integration_id)
+                                .order_by(runs.c.finished_at.desc()).limit(1)).scalar()
+
     def known_sourced_ids(self, integration_id: str, entity_name: str, *, include_deleted: bool = False
                           ) -> pd.Index:
         """sourced_ids of the integration's (live, unless asked) records of an entity."""

@@ -15,6 +15,7 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -743,9 +744,10 @@ class _Handler(BaseHTTPRequestHandler):
                 record["school"] = self.app.dataset.factory.ref("org", parent_id)
             if target == "results" and parent == "lineItems":
                 record["lineItem"] = self.app.dataset.factory.ref("lineItem", parent_id)
-            allocated = str(__import__("uuid").uuid4())
+            supplied = str(record.pop("sourcedId", ""))
+            allocated = str(uuid.uuid4())
             self.app.rules.put(target, allocated, record)
-            pairs.append({"suppliedSourcedId": str(record.get("sourcedId", "")), "allocatedSourcedId": allocated})
+            pairs.append({"suppliedSourcedId": supplied, "allocatedSourcedId": allocated})
         self.app.stats.count("by_operation", f"post:{target}")
         self._send(201, encode_json({"sourcedIdPairs": pairs}))
 

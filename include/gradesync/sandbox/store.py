@@ -280,8 +280,7 @@ class Store:
     def add(self, name: str, count: int = 1, position: int | None = None) -> list[str]:
         """Create ``count`` new records (results fill ungraded (line item, student) pairs)."""
         with self.lock:
-            now = self.clock.now()
-            rows = _new_rows(self, name, count, now)
+            rows = _new_rows(self, name, count, [self.clock.now() for _ in range(count)])
             collection = self.collections[name]
             added = []
             for offset, (sid, blob) in enumerate(rows):
@@ -328,11 +327,12 @@ _MUTATORS: dict[str, Callable[[dict[str, Any], np.random.Generator, bool], None]
 }
 
 
-def _new_rows(store: Store, name: str, count: int, now: datetime) -> list[tuple[str, bytes]]:
+def _new_rows(store: Store, name: str, count: int, instants: list[datetime]) -> list[tuple[str, bytes]]:
+    """Render ``count`` new records of ``name``; each gets its own clock instant."""
     f = store.factory
     rng = store.rng
-    now_ms = np.full(count, int(now.timestamp() * 1000), dtype=np.int64)
-    as_of = int(now.timestamp() * 1000) + 1
+    now_ms = np.array([int(t.timestamp() * 1000) for t in instants], dtype=np.int64)
+    as_of = int(now_ms[-1]) + 1 if count else 0
     if name == "results":
         pairs = f.pending_results[:count]
         del f.pending_results[:count]
@@ -380,21 +380,19 @@ def _new_rows(store: Store, name: str, count: int, now: datetime) -> list[tuple[
         from gradesync.sandbox.generator import score_scale_record
 
         ids, legacy = f.new_ids(rng, "scoreScale", count)
-        stamp = format_timestamp(now)
         return [
-            (sid, encode_json(score_scale_record(f, sid, old, cid, "percent", stamp)))
-            for sid, old, cid in zip(ids, legacy, picked, strict=True)
+            (sid, encode_json(score_scale_record(f, sid, old, cid, "percent", format_timestamp(when))))
+            for sid, old, cid, when in zip(ids, legacy, picked, instants, strict=True)
         ]
     if name == "assessmentLineItems":
         from gradesync.sandbox.generator import assessment_line_item_record
 
         ids, legacy = f.new_ids(rng, "assessmentLineItem", count)
-        stamp = format_timestamp(now)
         out = []
-        for sid, old, cid in zip(ids, legacy, picked, strict=True):
+        for sid, old, cid, when in zip(ids, legacy, picked, instants, strict=True):
             school = f.class_info[cid]["school"]
             record = assessment_line_item_record(
-                f, sid, old, stamp, title="Added benchmark", school=school, class_id=None, parent=None,
+                f, sid, old, format_timestamp(when), title="Added benchmark", school=school, class_id=None, parent=None,
                 scale=f.class_scales[cid]["percent"],
             )
             f.pending_assessment_results.extend((sid, s) for s in sorted(f.school_students[school]))

@@ -253,12 +253,13 @@ class OneRosterClient:
         self, url: str, decode: Callable[[bytes], Any], reauthed: list[bool], what: str
     ) -> tuple[Any, int | None, int]:
         """One attempt: token, throttled GET, full read, status handling, decode."""
-        token = self.tokens.current()
-        headers = {"Authorization": f"Bearer {token.access_token.reveal()}"}
-        vendor = self.settings.vendor_header
-        if vendor:
-            headers["x-vendor-authorization"] = vendor
         with self.throttle.slot():
+            # the token is taken once the slot is granted: a wait for Retry-After must not age it
+            token = self.tokens.current()
+            headers = {"Authorization": f"Bearer {token.access_token.reveal()}"}
+            vendor = self.settings.vendor_header
+            if vendor:
+                headers["x-vendor-authorization"] = vendor
             self.stats.add_request()
             try:
                 response = self.session.get(
@@ -275,6 +276,7 @@ class OneRosterClient:
         status = response.status_code
         if status == 200:
             data = decode(body)
+            self.throttle.succeeded()
             return data, _total_count(response), len(body)
         minor, description = _imsx_detail(body)
         detail = f" ({minor}{': ' if minor and description else ''}{description})" if minor or description else ""
@@ -286,7 +288,7 @@ class OneRosterClient:
             raise CredentialsError(self._unauthorized_message(detail))
         if status == 429:
             retry_after = _retry_after(response)
-            self.throttle.pause(retry_after if retry_after is not None else 1.0)
+            self.throttle.throttled(retry_after)
             raise RetryableError(f"429 throttled{detail}", retry_after=retry_after, kind="429")
         if status in _RETRYABLE_STATUS or status >= 500:
             raise RetryableError(f"HTTP {status}{detail}", kind=str(status))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from datetime import time as dtime
@@ -71,44 +71,59 @@ def request_concurrency(limit: int, peak_window: Any = None, now: datetime | Non
 
 
 class RequestThrottle:
-    """A counting gate for requests plus a shared pause after Retry-After; records peak concurrency."""
+    """Caps requests in flight, waits out a shared Retry-After, and backs off its own concurrency on 429.
 
-    def __init__(self, max_concurrency: int, *, clock: Any = time.monotonic, sleep: Any = time.sleep):
+    On a 429 the limit drops by one (once per Retry-After pause, so a burst of 429s counts once);
+    after ``recover_after`` successful requests in a row it grows back by one, up to ``max_concurrency``.
+    IC does not publish whether a 429 means "too fast" or "too many at once": backing off both ways
+    stops a burst quickly and costs little when the cause was the rate.
+    """
+
+    def __init__(self, max_concurrency: int, *, clock: Callable[[], float] = time.monotonic,
+                 recover_after: int = 20):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.max_concurrency = max_concurrency
-        self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._lock = threading.Lock()
+        self.limit = max_concurrency
+        self.recover_after = recover_after
+        self._cond = threading.Condition()
         self._clock = clock
-        self._sleep = sleep
         self._not_before = 0.0
+        self._successes = 0
         self.in_flight = 0
         self.peak = 0
 
-    def pause(self, seconds: float) -> None:
-        """No request of this throttle starts in the next ``seconds`` (IC said Retry-After)."""
-        with self._lock:
-            self._not_before = max(self._not_before, self._clock() + max(0.0, seconds))
+    def throttled(self, retry_after: float | None) -> None:
+        """IC answered 429: pause every request of this throttle and run one fewer at a time."""
+        with self._cond:
+            now = self._clock()
+            if now >= self._not_before:  # first 429 of this pause: back off once
+                self.limit = max(1, self.limit - 1)
+            self._not_before = max(self._not_before, now + max(0.0, retry_after if retry_after is not None else 1.0))
+            self._successes = 0
 
-    def _wait_pause(self) -> None:
-        while True:
-            with self._lock:
-                delay = self._not_before - self._clock()
-            if delay <= 0:
-                return
-            self._sleep(min(delay, 1.0))
+    def succeeded(self) -> None:
+        with self._cond:
+            self._successes += 1
+            if self._successes >= self.recover_after and self.limit < self.max_concurrency:
+                self.limit += 1
+                self._successes = 0
+                self._cond.notify_all()
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """Hold one of the ``max_concurrency`` request slots for the duration of one HTTP exchange."""
-        self._wait_pause()
-        self._slots.acquire()
-        with self._lock:
+        """Hold one request slot for the duration of one HTTP exchange."""
+        with self._cond:
+            while True:
+                delay = self._not_before - self._clock()
+                if self.in_flight < self.limit and delay <= 0:
+                    break
+                self._cond.wait(timeout=min(max(delay, 0.05), 1.0) if delay > 0 else 1.0)
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
         try:
             yield
         finally:
-            with self._lock:
+            with self._cond:
                 self.in_flight -= 1
-            self._slots.release()
+                self._cond.notify()

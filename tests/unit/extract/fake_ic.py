@@ -17,12 +17,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import pytest
 import requests
+from oauthlib.oauth2 import BackendApplicationClient
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from requests_oauthlib import OAuth2Session
-from oauthlib.oauth2 import BackendApplicationClient
 
 from gradesync.oneroster import ICConnectionSettings, OneRosterClient, RetryPolicy, TokenManager
 
@@ -240,6 +239,3 @@ def make_client(fake: FakeIC, *, api: str = "1.2", max_concurrency: int = 5,
                            retry_policy=policy or RetryPolicy(backoff_initial=0.001, backoff_max=0.005))
 
 
-@pytest.fixture
-def results_fake() -> FakeIC:
-    return FakeIC({"results": [result_record(n) for n in range(1, 2501)]}, latency=0.005)

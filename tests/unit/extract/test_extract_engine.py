@@ -9,11 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import requests
+from fake_ic import BASE_TIME, FakeIC, iso, make_client, result_record
 
 from gradesync.extract import ExtractManifest, default_overlap, extract_entity
 from gradesync.oneroster import ExtractionError, UnsupportedEntityError
-
-from conftest import BASE_TIME, FakeIC, iso, make_client, result_record
 
 
 def staged_ids(manifest: ExtractManifest) -> list[str]:

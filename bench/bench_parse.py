@@ -40,6 +40,28 @@ CHILD = textwrap.dedent("""
 """)
 
 
+# The proposed dags/ file: the factory fed by parsing.discover_for_parsing, and YAML read with libyaml's C
+# loader (the one-line change proposed for config.load_config, applied here by patching yaml.safe_load).
+PROPOSED_DAG_FILE = textwrap.dedent("""
+    \"\"\"Bench variant of dags/grade_sync.py (one Airflow DAG per integration) once parsing.py is wired in.\"\"\"
+    import logging
+
+    import yaml
+
+    if hasattr(yaml, "CSafeLoader"):
+        yaml.safe_load = lambda stream: yaml.load(stream, Loader=yaml.CSafeLoader)
+
+    from gradesync.dag_factory import build_dag
+    from gradesync.parsing import discover_for_parsing
+
+    _found = discover_for_parsing()
+    for _error in _found.errors:
+        logging.getLogger("gradesync.dag_factory").error("gradesync: skipping integration config %s", _error)
+    for _path, _config in _found.configs:
+        globals()[_config.dag_id] = build_dag(_config)
+""")
+
+
 def write_integrations(folder: Path, count: int) -> None:
     """``count`` valid integrations of both API versions and one broken file."""
     for i in range(count):
@@ -90,10 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1,100,500")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dags-folder", type=Path, default=ROOT / "dags")
+    parser.add_argument("--variant", choices=["current", "proposed"], default="current",
+                        help="proposed: a temporary DAG file wired through gradesync.parsing (see above)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.variant == "proposed":
+        args.dags_folder = Path(tempfile.mkdtemp(prefix="gradesync-bench-dags-"))
+        (args.dags_folder / "grade_sync.py").write_text(PROPOSED_DAG_FILE, encoding="utf-8")
 
-    print(f"DagBag parse of {args.dags_folder} (fresh process per run, median of {args.repeats})")
+    print(f"DagBag parse of {args.dags_folder} ({args.variant}; fresh process per run, median of "
+          f"{args.repeats})")
     print(f"{'integrations':>12}  {'dags':>5}  {'errors':>6}  {'import s':>8}  {'parse s':>8}  "
           f"{'ms/integr.':>10}  {'one DAG s':>9}")
     ok = True

@@ -9,6 +9,7 @@ on Postgres; SQLite serialises writers itself with ``BEGIN IMMEDIATE``).
 from __future__ import annotations
 
 import io
+import itertools
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -30,11 +31,16 @@ def lock_key(*parts: str) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+class DuplicateKey(Exception):
+    """Staged rows repeat a key that must be unique (the loader then takes the deduplicating path)."""
+
+
 class Backend:
     """Behaviour that differs between warehouse databases."""
 
     name = "base"
     two_pass = False  # stage keys first and only then the rows that need writing
+    rebuild_key_after_bulk_insert = False  # drop and re-add the primary key around a load into an empty table
     uses_schema = True
 
     def engine(self, url: sa.URL) -> sa.Engine:
@@ -51,6 +57,9 @@ class Backend:
 
     def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
         raise NotImplementedError
+
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Give the planner statistics of a freshly filled staging table."""
 
     # integration locks: see Warehouse.integration_lock
     def run_lock_acquire(self, conn: sa.Connection, names: tuple[str, ...]) -> None:
@@ -71,6 +80,7 @@ class Backend:
 class PostgresBackend(Backend):
     name = "postgresql"
     two_pass = True
+    rebuild_key_after_bulk_insert = True
 
     def engine(self, url: sa.URL) -> sa.Engine:
         engine = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=8)
@@ -120,25 +130,38 @@ class PostgresBackend(Backend):
             conn.execute(sa.select(sa.func.pg_advisory_unlock(*key)))
         return not got
 
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        # temp tables have no statistics otherwise, and a nested loop over a million rows never ends
+        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}")
+
     def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
         """COPY batches into ``table`` as CSV made by Arrow (values never pass through SQL text)."""
-        cursor = conn.connection.driver_connection.cursor()
+        import psycopg
+
+        batch_iter = iter(batches)
+        first = next(batch_iter, None)
+        if first is None:
+            return 0
         preparer = conn.dialect.identifier_preparer
-        columns = ", ".join(preparer.quote(c.name) for c in table.columns)
+        columns = ", ".join(preparer.quote(table.c[name].name) for name in first.schema.names)
         copy_sql = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN (FORMAT csv)"
         options = pacsv.WriteOptions(include_header=False, batch_size=8192)
+        cursor = conn.connection.driver_connection.cursor()
         rows = 0
-        with cursor.copy(copy_sql) as copy:
-            for batch in batches:
-                # timestamps go out as naive UTC text: formatting tz-aware values is slow in Arrow,
-                # and the session time zone is UTC
-                arrays = [a.cast(pa.timestamp(a.type.unit)) if pa.types.is_timestamp(a.type) and a.type.tz
-                          else a for a in batch.columns]
-                plain = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
-                sink = io.BytesIO()
-                pacsv.write_csv(plain, sink, options)
-                copy.write(sink.getbuffer())
-                rows += batch.num_rows
+        try:
+            with cursor.copy(copy_sql) as copy:
+                for batch in itertools.chain([first], batch_iter):
+                    # timestamps go out as naive UTC text: formatting tz-aware values is slow in Arrow,
+                    # and the session time zone is UTC
+                    arrays = [a.cast(pa.timestamp(a.type.unit)) if pa.types.is_timestamp(a.type) and a.type.tz
+                              else a for a in batch.columns]
+                    plain = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+                    sink = io.BytesIO()
+                    pacsv.write_csv(plain, sink, options)
+                    copy.write(sink.getbuffer())
+                    rows += batch.num_rows
+        except psycopg.errors.UniqueViolation as dup:
+            raise DuplicateKey(str(dup).splitlines()[0]) from dup
         return rows
 
 
@@ -170,7 +193,10 @@ class SqliteBackend(Backend):
         rows = 0
         insert = table.insert()
         for batch in batches:
-            conn.execute(insert, batch.to_pylist())
+            try:
+                conn.execute(insert, batch.to_pylist())
+            except sa.exc.IntegrityError as dup:
+                raise DuplicateKey(str(dup.orig)) from dup
             rows += batch.num_rows
         return rows
 

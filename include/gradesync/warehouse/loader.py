@@ -18,16 +18,19 @@ Rows are compared by ``row_hash`` only; unchanged rows are never written.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import sqlalchemy as sa
 
 from gradesync.entities import Entity
-from gradesync.warehouse.backends import Backend
+from gradesync.warehouse.backends import Backend, DuplicateKey
 from gradesync.warehouse.schema import (
     DELETED_STATUS,
     HISTORY_REFS,
@@ -40,6 +43,8 @@ from gradesync.warehouse.schema import (
     sa_type,
 )
 from gradesync.warehouse.staging import StagedFiles
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,54 @@ def _key_batches(files: StagedFiles) -> Iterator[pa.RecordBatch]:
         )
 
 
+def _target_batches(files: StagedFiles, target: sa.Table, integration_id: str, run_id: str,
+                    seen_at: datetime) -> Iterator[pa.RecordBatch]:
+    """Staged rows as complete rows of the entity table (new records, first seen now)."""
+    seen = pa.array([seen_at], pa.timestamp("us", tz="UTC"))
+    texts = pa.array([integration_id, run_id, REASON_TOMBSTONE], pa.string())
+    for sb in files.batches():
+        n = sb.batch.num_rows
+        zeros = np.zeros(n, dtype=np.int64)
+        tomb = pa.array(sb.tombstone)
+        seen_n = seen.take(zeros)
+        run_n = texts.take(np.full(n, 1))
+        extra = {
+            "integration_id": texts.take(zeros),
+            "row_hash": pa.array(sb.hashes),
+            "first_seen_at": seen_n, "first_run_id": run_n, "changed_at": seen_n, "changed_run_id": run_n,
+            "deleted_at": pa.compute.if_else(tomb, seen_n, pa.nulls(n, seen.type)),
+            "deleted_reason": pa.compute.if_else(tomb, texts.take(np.full(n, 2)), pa.nulls(n, pa.string())),
+        }
+        names = [c.name for c in target.columns]
+        yield pa.RecordBatch.from_arrays([extra[c] if c in extra else sb.batch.column(c) for c in names],
+                                         names=names)
+
+
+def _load_into_empty(conn: sa.Connection, backend: Backend, target: sa.Table, files: StagedFiles,
+                     integration_id: str, run_id: str, seen_at: datetime) -> MergeResult | None:
+    """First load of an integration: write straight into the table, no staging copy, no merge.
+
+    Into a completely empty table (the usual first load of a warehouse) the primary key is
+    dropped and rebuilt afterwards, which is several times faster than maintaining it row by row.
+    Returns None, with nothing written, if the files repeat a key (then the merge dedupes).
+    """
+    empty = backend.rebuild_key_after_bulk_insert and conn.execute(
+        sa.select(sa.literal(1)).select_from(target).limit(1)).first() is None
+    savepoint = conn.begin_nested()
+    try:
+        if empty:
+            conn.execute(sa.schema.DropConstraint(target.primary_key))
+        n = backend.stage(conn, target, _target_batches(files, target, integration_id, run_id, seen_at))
+        if empty:
+            conn.execute(sa.schema.AddConstraint(target.primary_key))
+    except (DuplicateKey, sa.exc.IntegrityError):
+        savepoint.rollback()
+        log.info("%s: staged files repeat keys; loading through the deduplicating merge", target.name)
+        return None
+    savepoint.commit()
+    return MergeResult(inserted=n, updated=0, unchanged=0, deleted=0, revived=0, duplicates=0, staged=n)
+
+
 def _dedupe(conn: sa.Connection, keys: sa.Table) -> int:
     """Drop all but the last version of each duplicated key; return how many rows were dropped."""
     dup_groups = (
@@ -165,16 +218,31 @@ def merge(
     run = sa.literal(run_id, sa.Text)
     seen = sa.literal(seen_at, sa_type("datetime"))
 
+    clock = [time.perf_counter()]
+
+    def lap(what: str) -> None:
+        now = time.perf_counter()
+        log.debug("%s/%s: %s %.3fs", integration_id, entity.name, what, now - clock[0])
+        clock[0] = now
+
     has_rows = conn.execute(
         sa.select(sa.literal(1)).select_from(target).where(target.c.integration_id == iid).limit(1)
     ).first() is not None
     two_pass = has_rows and backend.two_pass
+
+    if not has_rows:
+        direct = _load_into_empty(conn, backend, target, files, integration_id, run_id, seen_at)
+        lap("copy into table")
+        if direct is not None:
+            return direct
 
     rows_t.create(conn)
     dropped = 0
     if two_pass:
         keys_t.create(conn)
         staged = backend.stage(conn, keys_t, _key_batches(files))
+        backend.analyze(conn, keys_t)
+        lap("stage keys")
         dropped = _dedupe(conn, keys_t)
         t = target
         needed = (
@@ -186,12 +254,18 @@ def merge(
             .order_by(keys_t.c.ord)
         )
         wanted = np.fromiter(conn.execute(needed).scalars(), dtype=np.int64)
+        lap("find changed")
         if len(wanted):
             backend.stage(conn, rows_t, _row_batches(files, wanted))
+        backend.analyze(conn, rows_t)
+        lap("stage changed rows")
         all_keys = keys_t
     else:
         staged = backend.stage(conn, rows_t, _row_batches(files, None))
+        backend.analyze(conn, rows_t)
+        lap("stage rows")
         dropped = _dedupe(conn, rows_t)
+        lap("dedupe")
         all_keys = rows_t
     r = rows_t
     t = target
@@ -214,6 +288,7 @@ def merge(
             ).select_from(r.join(t, match)).where(needs_update)
         ).one()
         updated, revived, tomb_deleted = (int(v) for v in counts)
+        lap("classify")
 
     if history is not None:
         refs = HISTORY_REFS[entity.name]
@@ -230,13 +305,7 @@ def merge(
                 *[x for c in TRACKED_COLUMNS for x in (t.c[c], r.c[c])],
             ).select_from(r.join(t, match)).where(needs_update, tracked_changed)
             conn.execute(sa.insert(history).from_select(hist_cols, sel))
-        new_rows = sa.select(
-            iid, r.c.sourced_id, run, seen, sa.literal("insert", sa.Text), *[r.c[c] for c in refs],
-            *[x for c in TRACKED_COLUMNS for x in (sa.null(), r.c[c])],
-        )
-        if has_rows:
-            new_rows = new_rows.where(~sa.exists().where(match))
-        conn.execute(sa.insert(history).from_select(hist_cols, new_rows))
+        lap("history")
 
     if has_rows and updated:
         conn.execute(
@@ -257,7 +326,9 @@ def merge(
     )
     if has_rows:
         sel = sel.where(~sa.exists().where(match))
-    inserted = conn.execute(sa.insert(t).from_select(insert_cols, sel)).rowcount
+    inserted = conn.execute(sa.insert(t).from_select(insert_cols, sel),
+                            execution_options={"preserve_rowcount": True}).rowcount
+    lap("update+insert")
 
     vanished = 0
     if full_sync and has_rows:
@@ -279,6 +350,7 @@ def merge(
             )
         ).rowcount
 
+    lap("vanished")
     r.drop(conn)
     if two_pass:
         keys_t.drop(conn)

@@ -1,0 +1,231 @@
+"""Benchmark the warehouse load into Postgres: 1,000,000 results.
+
+    python bench/bench_load.py [--rows 1000000] [--repeat 3] [--url postgresql://root@127.0.0.1/test]
+
+Prints rows/s (median of --repeat runs) for an initial load, a full-sync reload where 1% of the
+rows changed, and pandas ``DataFrame.to_sql`` on a subset of the same rows (extrapolated, said so
+in the output); then the peak RSS of a load process at 250k and at all rows, to show that memory
+does not grow with the number of rows (files are streamed in record batches). Works in a
+throwaway schema and drops it afterwards. Targets are printed next to the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from gradesync.entities import RESULTS
+from gradesync.records import arrow_schema
+from gradesync.warehouse import Warehouse
+
+DEFAULT_URL = os.environ.get("GRADESYNC_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+FILE_ROWS = 50_000  # one staged file per extraction page, as the extract task writes them
+TARGET_INITIAL = 150_000
+TARGET_RELOAD = 300_000
+TARGET_VS_TO_SQL = 6.0
+
+
+def _guids(n: int, rng: np.random.Generator) -> list[str]:
+    raw = rng.integers(0, 2**63, size=(n, 2), dtype=np.int64)
+    return [str(uuid.UUID(int=(int(a) << 64) | int(b))) for a, b in raw]
+
+
+def make_results(n: int, seed: int = 7) -> pa.Table:
+    """A district-shaped set of 1.2 results: 25k students, 20k line items, 1.2k classes."""
+    rng = np.random.default_rng(seed)
+    students = np.array(_guids(25_000, rng), dtype=object)
+    line_items = np.array(_guids(20_000, rng), dtype=object)
+    classes = np.array(_guids(1_200, rng), dtype=object)
+    scales = np.array(_guids(40, rng), dtype=object)
+    li_idx = rng.integers(0, len(line_items), n)
+    statuses = np.array(["fully graded", "not submitted", "submitted", "exempt", "partially graded"], dtype=object)
+    letters = np.array(["A", "A-", "B+", "B", "C", "D", "F"], dtype=object)
+    base = datetime(2026, 8, 20, tzinfo=timezone.utc)
+    dlm = pa.array(base + timedelta(seconds=1) * rng.integers(0, 86_400 * 90, n).astype("timedelta64[s]")
+                   .astype(object), pa.timestamp("us", tz="UTC")) if False else pa.array(
+        (np.datetime64("2026-08-20T00:00:00", "us") + rng.integers(0, 86_400 * 90 * 10**6, n).astype(
+            "timedelta64[us]")).astype("int64"), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    del base
+    comment = np.where(rng.random(n) < 0.08, "Late work accepted per IEP; see conference notes", None)
+    text = np.where(rng.random(n) < 0.3, letters[rng.integers(0, len(letters), n)], None)
+    meta = np.where(rng.random(n) < 0.5, '{"ic": {"legacysourceId": "' + "12345" + '"}}', None)
+    cols = {
+        "sourced_id": pa.array(_guids(n, rng), pa.string()),
+        "status": pa.array(np.full(n, "active", dtype=object), pa.string()),
+        "date_last_modified": dlm,
+        "metadata": pa.array(meta, pa.string()),
+        "line_item_sourced_id": pa.array(line_items[li_idx], pa.string()),
+        "student_sourced_id": pa.array(students[rng.integers(0, len(students), n)], pa.string()),
+        "class_sourced_id": pa.array(classes[li_idx % len(classes)], pa.string()),
+        "score_scale_sourced_id": pa.array(scales[li_idx % len(scales)], pa.string()),
+        "score_status": pa.array(statuses[rng.integers(0, len(statuses), n)], pa.string()),
+        "score": pa.array(np.round(rng.random(n) * 100, 1)),
+        "text_score": pa.array(text, pa.string()),
+        "score_date": pa.array(rng.integers(20_300, 20_400, n).astype(np.int32), pa.int32()).cast(pa.date32()),
+        "comment": pa.array(comment, pa.string()),
+        "in_progress": pa.array(rng.random(n) < 0.05),
+        "incomplete": pa.array(rng.random(n) < 0.05),
+        "late": pa.array(rng.random(n) < 0.1),
+        "missing": pa.array(rng.random(n) < 0.05),
+    }
+    return pa.table(cols, schema=arrow_schema(RESULTS, "1.2"))
+
+
+def change_fraction(table: pa.Table, fraction: float, seed: int) -> pa.Table:
+    """Copy of ``table`` where ``fraction`` of the rows have a new score and dateLastModified."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random(table.num_rows) < fraction
+    score = table["score"].to_numpy().copy()
+    score[mask] = np.round(rng.random(int(mask.sum())) * 100, 1) + 0.05
+    dlm = table["date_last_modified"].cast(pa.int64()).to_numpy().copy()
+    dlm[mask] += 86_400 * 10**6
+    table = table.set_column(table.schema.get_field_index("score"), "score", pa.array(score))
+    return table.set_column(table.schema.get_field_index("date_last_modified"), "date_last_modified",
+                            pa.array(dlm).cast(pa.timestamp("us", tz="UTC")))
+
+
+def write_files(table: pa.Table, folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, start in enumerate(range(0, table.num_rows, FILE_ROWS)):
+        path = folder / f"results-{i:05d}.parquet"
+        pq.write_table(table.slice(start, FILE_ROWS), path)
+        paths.append(str(path))
+    return paths
+
+
+def fresh_warehouse(url: str, schema: str) -> Warehouse:
+    engine = sa.create_engine(Warehouse(url).url)
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+    engine.dispose()
+    wh = Warehouse(url, schema=schema)
+    wh.migrate()
+    return wh
+
+
+def timed_load(wh: Warehouse, files: list[str], run_id: str, rows: int) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    counts = wh.load_entity("bench", "results", "1.2", files, run_id=run_id, full_sync=True, extracted=rows)
+    return time.perf_counter() - t0, counts
+
+
+def child_load(url: str, schema: str, files: list[str], rows: int) -> None:
+    """Run in a subprocess: one initial load, then print the process's peak RSS in MiB."""
+    wh = fresh_warehouse(url, schema)
+    seconds, counts = timed_load(wh, files, "mem", rows)
+    assert counts.inserted == rows, counts
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{peak:.0f} {seconds:.2f}")
+
+
+def to_sql_rate(url: str, schema: str, table: pa.Table, rows: int) -> tuple[float, int]:
+    """rows/s of pandas to_sql (default method) for the first ``rows`` rows into a plain table."""
+    frame = table.slice(0, rows).to_pandas()
+    engine = sa.create_engine(Warehouse(url).url)
+    with engine.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+    t0 = time.perf_counter()
+    frame.to_sql("results_to_sql", engine, schema=schema, if_exists="replace", index=False, chunksize=10_000)
+    seconds = time.perf_counter() - t0
+    engine.dispose()
+    return rows / seconds, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--to-sql-rows", type=int, default=200_000)
+    ap.add_argument("--url", default=DEFAULT_URL)
+    ap.add_argument("--schema", default="gradesync_bench")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_load(args.url, args.schema, args.child[1:], int(args.child[0]))
+        return
+
+    n = args.rows
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gradesync-bench-") as tmp:
+        base = make_results(n)
+        files_a = write_files(base, Path(tmp) / "a")
+        files_b = write_files(change_fraction(base, 0.01, seed=11), Path(tmp) / "b")
+        print(f"gradesync warehouse load benchmark: {n:,} results, {len(files_a)} staged Parquet files, "
+              f"Postgres at {sa.make_url(args.url).render_as_string(hide_password=True)}")
+
+        initial = []
+        for i in range(args.repeat):
+            wh = fresh_warehouse(args.url, args.schema)
+            seconds, counts = timed_load(wh, files_a, f"initial-{i}", n)
+            assert counts.inserted == n, counts
+            initial.append(n / seconds)
+            wh.dispose()
+        reload = []
+        changed = []
+        for i in range(args.repeat):  # alternate b, a, b: each differs from the loaded state in ~1%
+            files = files_b if i % 2 == 0 else files_a
+            seconds, counts = timed_load(wh, files, f"reload-{i}", n)
+            assert counts.inserted == 0 and counts.unchanged + counts.updated == n, counts
+            changed.append(counts.updated)
+            reload.append(n / seconds)
+        wh.dispose()
+
+        sql_rate, sql_rows = to_sql_rate(args.url, args.schema, base, min(args.to_sql_rows, n))
+
+        mem = {}
+        sizes = sorted({min(250_000, n), n})
+        for rows in sizes:
+            files = files_a[: -(-rows // FILE_ROWS)]
+            out = subprocess.run([sys.executable, __file__, "--url", args.url, "--schema", args.schema,
+                                  "--child", str(rows), *files], check=True, capture_output=True, text=True)
+            peak, _secs = out.stdout.split()
+            mem[rows] = float(peak)
+
+        engine = sa.create_engine(Warehouse(args.url).url)
+        with engine.begin() as conn:
+            conn.execute(sa.schema.DropSchema(args.schema, cascade=True, if_exists=True))
+        engine.dispose()
+
+    med_initial = statistics.median(initial)
+    med_reload = statistics.median(reload)
+    ratio = med_initial / sql_rate
+
+    def ok(flag: bool) -> str:
+        return "ok" if flag else "MISSED"
+
+    print()
+    print(f"{'measure':<44}{'figure':>16}   target")
+    print(f"{'initial load (median of %d)' % args.repeat:<44}{med_initial:>12,.0f} r/s   >= {TARGET_INITIAL:,} r/s "
+          f"[{ok(med_initial >= TARGET_INITIAL)}]  runs: {', '.join(f'{r:,.0f}' for r in initial)}")
+    print(f"{'reload, 1% changed, full sync (median)':<44}{med_reload:>12,.0f} r/s   >= {TARGET_RELOAD:,} r/s "
+          f"[{ok(med_reload >= TARGET_RELOAD)}]  runs: {', '.join(f'{r:,.0f}' for r in reload)}; "
+          f"rows changed: {', '.join(f'{c:,}' for c in changed)}")
+    print(f"{'pandas to_sql (measured on %s rows)' % f'{sql_rows:,}':<44}{sql_rate:>12,.0f} r/s   "
+          f"(extrapolated to {n:,} rows: {n / sql_rate:,.0f} s)")
+    print(f"{'initial load vs to_sql':<44}{ratio:>14.1f} x   >= {TARGET_VS_TO_SQL:.0f} x [{ok(ratio >= TARGET_VS_TO_SQL)}]")
+    for rows in sizes:
+        print(f"{'peak RSS of a load process, %s rows' % f'{rows:,}':<44}{mem[rows]:>13,.0f} MiB")
+    if len(sizes) == 2:
+        growth = mem[sizes[1]] - mem[sizes[0]]
+        print(f"{'peak RSS growth %s -> %s rows' % (f'{sizes[0]:,}', f'{sizes[1]:,}'):<44}{growth:>13,.0f} MiB   "
+              f"flat (< 64 MiB) [{ok(growth < 64)}]")
+    print(f"total benchmark time: {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

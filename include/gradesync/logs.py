@@ -301,9 +301,9 @@ def _classify(
     )
     if lock is not None:
         return "warehouse_locked", (
-            f"another run holds the warehouse lock of this integration ({_message(lock)}): wait for that run "
-            "to finish and clear this one; if no run is active, the lock is stale: release it (see "
-            "'Stale warehouse lock' in README_OPERATIONS.md)"
+            f"another run holds the warehouse lock of this integration ({_message(lock)}): let that run finish, "
+            "then clear this task; a dead run's lock is taken over automatically (see 'Warehouse lock' in "
+            "README_OPERATIONS.md)"
         )
 
     if _find(exc, "AirflowTaskTimeout") is not None:

@@ -20,7 +20,6 @@ from gradesync.logs import (
     secret_values_of,
 )
 from gradesync.oneroster import CredentialsError, ExtractionError
-from gradesync.pipeline import RejectRateExceeded
 from gradesync.run_params import InvalidRunParams
 
 SECRET = "s3cr3t-Client-Secret-value"
@@ -155,18 +154,22 @@ def test_config_error_names_the_file_and_the_check() -> None:
 
 
 def test_reject_rate() -> None:
+    class RejectRateExceeded(RuntimeError):  # lives in gradesync.merge or .pipeline; matched by name
+        pass
+
     exc = RejectRateExceeded("120 of 1000 records were rejected (12.0% > reject_rate_threshold 5.0%)")
     assert failure_kind(exc) == "reject_rate"
     assert "rejects table" in line(exc) and "reject_rate_threshold" in line(exc)
 
 
 def test_warehouse_lock_held_by_name() -> None:
-    class IntegrationLockHeld(RuntimeError):
+    class IntegrationLocked(RuntimeError):  # the warehouse's class, matched by name
         pass
 
-    exc = IntegrationLockHeld("integration district_a is locked by run scheduled__2026-11-01")
+    exc = IntegrationLocked("integration 'district_a' is being loaded by run 'scheduled__2026-11-01'")
     assert failure_kind(exc) == "warehouse_locked"
-    assert "another run holds the warehouse lock" in line(exc)
+    assert "another run holds the warehouse lock of this integration (integration 'district_a' is being " \
+           "loaded by run 'scheduled__2026-11-01'): let that run finish, then clear this task" in line(exc)
 
 
 def test_warehouse_unreachable() -> None:

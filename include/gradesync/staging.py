@@ -362,15 +362,22 @@ def _modified(info: dict[str, Any]) -> datetime | None:
 
 
 def cleanup_staging(
-    root: str | os.PathLike[str] | ObjectStoragePath, retention: timedelta, now: datetime | None = None
+    root: str | os.PathLike[str] | ObjectStoragePath,
+    retention: timedelta,
+    now: datetime | None = None,
+    *,
+    run_depth: int = 1,
 ) -> list[str]:
-    """Delete staging older than ``retention``; returns what was removed.
+    """Delete run folders whose files are all older than ``retention``; returns what was removed.
 
-    Removes the highest directories under ``root`` (never ``root`` itself) in which *every* file was
-    last modified before ``now - retention``: a run that is still writing, or finished recently,
-    keeps all its files. Files without a known modification time are kept. Works on any fsspec
-    store; object stores without directories are handled by prefix.
+    Run folders sit ``run_depth`` levels below ``root``: 1 for ``<staging>/<dag_id>`` (the pipeline's
+    ``<staging>/<dag_id>/<run>/...`` layout), 2 for the staging root itself. A run folder is removed
+    whole or not at all, and only when *every* file in it was last modified before
+    ``now - retention``: a run that is still writing, or finished recently, keeps all its files.
+    Files without a known modification time keep their run. Works on any fsspec store.
     """
+    if run_depth < 1:
+        raise ValueError("run_depth must be at least 1")
     base = staging_path(root)
     now = now or datetime.now(timezone.utc)
     cutoff = now - retention
@@ -378,28 +385,20 @@ def cleanup_staging(
         return []
     fs = base.fs
     root_key = base.path.rstrip("/")
-    found = fs.find(root_key, withdirs=False, detail=True)
     newest: dict[str, datetime | None] = {}
-    old_sentinel = datetime.min.replace(tzinfo=timezone.utc)
-    for path, info in found.items():
+    for path, info in fs.find(root_key, withdirs=False, detail=True).items():
+        parts = path[len(root_key):].strip("/").split("/")
+        if len(parts) <= run_depth:
+            continue  # a file above the run level is not part of any run
+        run = "/".join(parts[:run_depth])
         stamp = _modified(info)
-        rel = path[len(root_key):].strip("/")
-        parts = rel.split("/")
-        for depth in range(1, len(parts)):
-            key = "/".join(parts[:depth])
-            current = newest.get(key, old_sentinel)
-            if stamp is None or current is None:
-                newest[key] = None
-            else:
-                newest[key] = max(current, stamp)
-    removed: list[str] = []
-    for key in sorted(newest, key=lambda k: (k.count("/"), k)):
-        if any(key.startswith(done + "/") for done in removed):
-            continue
-        stamp = newest[key]
+        current = newest.get(run, datetime.min.replace(tzinfo=timezone.utc))
+        newest[run] = None if stamp is None or current is None else max(current, stamp)
+    removed = []
+    for run, stamp in sorted(newest.items()):
         if stamp is not None and stamp < cutoff:
-            fs.rm(f"{root_key}/{key}", recursive=True)
-            removed.append(key)
+            fs.rm(f"{root_key}/{run}", recursive=True)
+            removed.append(str(base / run))
     if removed:
-        log.info("Removed %d staging folder(s) older than %s under %s", len(removed), retention, base)
-    return [str(base / key) for key in removed]
+        log.info("Removed %d staging run folder(s) older than %s under %s", len(removed), retention, base)
+    return removed

@@ -63,10 +63,19 @@ def call_with_retries(
         assert isinstance(exc, RetryableError)
         return exc
 
+    def _kind(exc: RetryableError) -> str:
+        return "throttled" if exc.kind == THROTTLED else "reauth" if exc.kind == REAUTH else "error"
+
+    def _retry(state: tenacity.RetryCallState) -> bool:
+        # tenacity asks "retry?" first, then computes the wait, then "stop?": count failures here
+        exc = state.outcome.exception() if state.outcome else None
+        if not isinstance(exc, RetryableError):
+            return False
+        failures[_kind(exc)] += 1
+        return True
+
     def _stop(state: tenacity.RetryCallState) -> bool:
-        exc = _error(state)
-        kind = "throttled" if exc.kind == THROTTLED else "reauth" if exc.kind == REAUTH else "error"
-        failures[kind] += 1
+        kind = _kind(_error(state))
         if kind == "throttled":
             return failures["throttled"] >= policy.max_throttled
         if kind == "reauth":
@@ -88,7 +97,7 @@ def call_with_retries(
             on_retry(_error(state), state.upcoming_sleep, state.attempt_number)
 
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(RetryableError),
+        retry=_retry,
         stop=_stop,
         wait=_wait,
         before_sleep=_before_sleep,

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gradesync.entities import ENTITIES, entities_for
+from gradesync.merge.rules import MergeRules
 
 INTEGRATIONS_DIR_ENV = "GRADESYNC_INTEGRATIONS_DIR"
 STAGING_URL_ENV = "GRADESYNC_STAGING_URL"
@@ -136,8 +137,7 @@ class IntegrationConfig(_Model):
     extraction: ExtractionSettings = ExtractionSettings()
     staging: StagingSettings = StagingSettings()
     vendor_source: VendorSource | None = None
-    master_fields: dict[str, Any] = {}
-    reject_rate_threshold: float = Field(0.05, ge=0, le=1)
+    merge_rules: MergeRules = MergeRules()  # master fields, match keys, mappings, reject threshold
     alerts: Alerts = Alerts()
     tags: list[str] = []
     owner: str = "gradesync"

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -29,17 +29,6 @@ log = logging.getLogger("gradesync.pipeline")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class ConnectionLike(Protocol):
-    conn_id: str
-    conn_type: str | None
-    host: str | None
-    login: str | None
-    password: str | None
-    schema: str | None
-    port: int | None
-
-    @property
-    def extra_dejson(self) -> dict[str, Any]: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,12 +258,13 @@ def dedupe_step(config: IntegrationConfig, manifests: list[dict[str, Any]], *, r
     Parents are merged before children, so a result can be checked against the line items of this
     run as well as those already in the warehouse.
     """
-    from gradesync.merge import merge_entity, rules_for
+    from gradesync.merge import merge_entity
     from gradesync.vendor import read_vendor_records
 
     warehouse = open_warehouse(config)
     by_entity = {m["entity"]: m for m in manifests}
     merged_ids: dict[str, pd.Index] = {}
+    id_maps: dict[str, pd.Series] = {}
     out: list[dict[str, Any]] = []
     for entity_name in config.selected_entities:
         manifest = by_entity.get(entity_name)
@@ -286,14 +276,20 @@ def dedupe_step(config: IntegrationConfig, manifests: list[dict[str, Any]], *, r
             ic = arrow_schema(entity, config.api_version).empty_table().to_pandas()
         vendor = read_vendor_records(config, entity, warehouse, run_id=run_id)
         known_parents: dict[str, pd.Index] = {}
+        parent_id_maps: dict[str, pd.Series] = {}
         for column, parent in entity.parents.items():
-            if parent in config.selected_entities or parent in merged_ids:
+            if parent in config.selected_entities:
                 stored = warehouse.known_sourced_ids(config.name, parent)
                 known_parents[column] = stored.union(merged_ids.get(parent, pd.Index([])))
+            if parent in id_maps:
+                parent_id_maps[column] = id_maps[parent]
         outcome = merge_entity(
-            entity, ic, vendor, rules_for(config, entity_name), run_id=run_id, known_parents=known_parents or None,
+            entity, ic, vendor, config.merge_rules.for_entity(entity_name), run_id=run_id,
+            known_parents=known_parents or None, parent_id_maps=parent_id_maps or None,
+            api_version=config.api_version,
         )
-        merged_ids[entity_name] = pd.Index(outcome.merged["sourced_id"])
+        merged_ids[entity_name] = pd.Index(outcome.merged["sourced_id"].astype(str))
+        id_maps[entity_name] = outcome.id_map
         root = run_staging_root(config, run_id) / "merged"
         merged_file = write_parquet(outcome.merged, root / f"{entity_name}.parquet")
         rejects = outcome.rejects
@@ -327,6 +323,8 @@ def load_step(
     config: IntegrationConfig, merged: list[dict[str, Any]], *, run_id: str, dry_run: bool = False
 ) -> list[dict[str, Any]]:
     """Load each entity in its own transaction, parents first, under the integration's lock."""
+    from gradesync.staging import staging_path
+
     warehouse = open_warehouse(config)
     results: list[dict[str, Any]] = []
     with warehouse.integration_lock(config.name, run_id):
@@ -336,7 +334,7 @@ def load_step(
             watermark = _next_watermark(window, item.get("max_date_last_modified"))
             started_at = datetime.fromisoformat(item["started_at"]) if item.get("started_at") else utcnow()
             counts = warehouse.load_entity(
-                config.name, item["entity"], config.api_version, item["files"],
+                config.name, item["entity"], config.api_version, [staging_path(f) for f in item["files"]],
                 run_id=run_id, full_sync=window.full, extracted=item["extracted"], duplicates=item["duplicates"],
                 rejects=rejects, watermark=watermark, started_at=started_at,
             )
@@ -361,10 +359,6 @@ def _counts_dict(counts: Any) -> dict[str, int]:
 REPORT_COLUMNS = ("entity", "extracted", "inserted", "updated", "unchanged", "deleted", "duplicates", "rejected")
 
 
-class RejectRateExceeded(RuntimeError):
-    pass
-
-
 def report_step(
     config: IntegrationConfig, loaded: list[dict[str, Any]], *, run_id: str, started_at: datetime | None = None
 ) -> dict[str, Any]:
@@ -387,11 +381,14 @@ def report_step(
         "warnings": warnings,
     }
     extracted = totals["extracted"]
-    if extracted and totals["rejected"] / extracted > config.reject_rate_threshold:
+    threshold = config.merge_rules.reject_rate_threshold
+    if extracted and totals["rejected"] / extracted > threshold:
+        from gradesync.merge import RejectRateExceeded
+
         raise RejectRateExceeded(
             f"{totals['rejected']} of {extracted} records were rejected "
-            f"({totals['rejected'] / extracted:.1%} > reject_rate_threshold {config.reject_rate_threshold:.1%}); "
-            f"see the rejects table for run {run_id}"
+            f"({totals['rejected'] / extracted:.1%} > merge_rules.reject_rate_threshold {threshold:.1%}); "
+            f"see the rejects table for run {run_id}, fix the source records or raise the threshold"
         )
     return summary
 

@@ -65,6 +65,8 @@ def runner_for(home: Path, integration: str, warehouse_url: str, tmp_path: Path,
 
     config_path = INTEGRATIONS / f"{integration}.yaml"
     folder = INTEGRATIONS
+    # Failed tasks must fail the test at once, not wait out Airflow's retry delay.
+    overrides = {"retries": 0, **(overrides or {})}
     if schema or overrides:
         data = yaml.safe_load(config_path.read_text())
         if schema:

@@ -481,7 +481,7 @@ def _rank_codes(values: pd.Series) -> np.ndarray:
     codes, uniques = pd.factorize(values)
     if len(uniques) == 0:
         return codes
-    order = pc.sort_indices(pa.array(uniques.array)).to_numpy()
+    order = pc.sort_indices(pa.array(uniques.array)).to_numpy().astype(np.int64)
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import itertools
+import queue
+import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -150,19 +152,64 @@ class PostgresBackend(Backend):
         rows = 0
         try:
             with cursor.copy(copy_sql) as copy:
-                for batch in itertools.chain([first], batch_iter):
-                    # timestamps go out as naive UTC text: formatting tz-aware values is slow in Arrow,
-                    # and the session time zone is UTC
-                    arrays = [a.cast(pa.timestamp(a.type.unit)) if pa.types.is_timestamp(a.type) and a.type.tz
-                              else a for a in batch.columns]
-                    plain = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
-                    sink = io.BytesIO()
-                    pacsv.write_csv(plain, sink, options)
-                    copy.write(sink.getbuffer())
-                    rows += batch.num_rows
+                for chunk, n in _in_thread(_csv_chunks(itertools.chain([first], batch_iter), options)):
+                    copy.write(chunk)
+                    rows += n
         except psycopg.errors.UniqueViolation as dup:
             raise DuplicateKey(str(dup).splitlines()[0]) from dup
         return rows
+
+
+def _csv_chunks(batches: Iterable[pa.RecordBatch], options: pacsv.WriteOptions) -> Iterator[tuple[bytes, int]]:
+    for batch in batches:
+        # timestamps go out as naive UTC text: formatting tz-aware values is slow in Arrow, and the
+        # session time zone is UTC
+        arrays = [a.cast(pa.timestamp(a.type.unit)) if pa.types.is_timestamp(a.type) and a.type.tz else a
+                  for a in batch.columns]
+        sink = io.BytesIO()
+        pacsv.write_csv(pa.RecordBatch.from_arrays(arrays, names=batch.schema.names), sink, options)
+        yield sink.getvalue(), batch.num_rows
+
+
+_DONE = object()
+
+
+def _in_thread(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run a producer in a thread so reading/hashing/CSV overlaps with the server parsing COPY.
+
+    At most ``depth`` items wait in the queue, so memory stays bounded by the batch size.
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    worker = threading.Thread(target=produce, name="gradesync-copy-producer", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 class SqliteBackend(Backend):

@@ -43,6 +43,7 @@ from gradesync.warehouse.schema import (
     sa_type,
 )
 from gradesync.warehouse.staging import StagedFiles
+from gradesync.warehouse.types import KeyText
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ class MergeResult:
     staged: int  # rows read from the files
 
 
-def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table]:
+def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table]:
     md = sa.MetaData()
     rows = sa.Table(
         "gs_stage_rows", md,
         sa.Column("ord", sa.BigInteger(), nullable=False),
-        sa.Column("sourced_id", sa.Text(), nullable=False),
+        sa.Column("sourced_id", KeyText(), nullable=False),
         *[sa.Column(f.column, sa_type(f.kind)) for f in content_fields(entity)],
         *[sa.Column(c, sa_type("json" if c == "field_sources" else "str")) for c in PROVENANCE_COLUMNS],
         sa.Column("row_hash", sa.BigInteger(), nullable=False),
@@ -93,13 +94,18 @@ def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table]:
     keys = sa.Table(
         "gs_stage_keys", md,
         sa.Column("ord", sa.BigInteger(), nullable=False),
-        sa.Column("sourced_id", sa.Text(), nullable=False),
-        sa.Column("date_last_modified", sa_type("datetime")),
+        sa.Column("sourced_id", KeyText(), nullable=False),
         sa.Column("row_hash", sa.BigInteger(), nullable=False),
         sa.Column("tombstone", sa.Boolean(), nullable=False),
         prefixes=["TEMPORARY"],
     )
-    return rows, keys
+    diff = sa.Table(  # ordinals of staged rows to write, and keys that vanished
+        "gs_stage_diff", md,
+        sa.Column("ord", sa.BigInteger()),
+        sa.Column("gone", KeyText()),
+        prefixes=["TEMPORARY"],
+    )
+    return rows, keys, diff
 
 
 def _row_batches(files: StagedFiles, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
@@ -123,9 +129,8 @@ def _key_batches(files: StagedFiles) -> Iterator[pa.RecordBatch]:
         n = sb.batch.num_rows
         yield pa.RecordBatch.from_arrays(
             [pa.array(np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)),
-             sb.batch.column("sourced_id"), sb.batch.column("date_last_modified"),
-             pa.array(sb.hashes), pa.array(sb.tombstone)],
-            names=["ord", "sourced_id", "date_last_modified", "row_hash", "tombstone"],
+             sb.batch.column("sourced_id"), pa.array(sb.hashes), pa.array(sb.tombstone)],
+            names=["ord", "sourced_id", "row_hash", "tombstone"],
         )
 
 
@@ -169,6 +174,7 @@ def _load_into_empty(conn: sa.Connection, backend: Backend, target: sa.Table, fi
         n = backend.stage(conn, target, _target_batches(files, target, integration_id, run_id, seen_at))
         if empty:
             conn.execute(sa.schema.AddConstraint(target.primary_key))
+        backend.analyze(conn, target)  # the next load plans its joins from these statistics
     except (DuplicateKey, sa.exc.IntegrityError):
         savepoint.rollback()
         log.info("%s: staged files repeat keys; loading through the deduplicating merge", target.name)
@@ -213,7 +219,7 @@ def merge(
     """Merge the staged files into the entity table inside the caller's transaction."""
     target = ws.entity(entity.name)
     history = ws.history(entity.name)
-    rows_t, keys_t = _temp_tables(entity)
+    rows_t, keys_t, diff_t = _temp_tables(entity)
     iid = sa.literal(integration_id, sa.Text)
     run = sa.literal(run_id, sa.Text)
     seen = sa.literal(seen_at, sa_type("datetime"))
@@ -237,36 +243,48 @@ def merge(
             return direct
 
     rows_t.create(conn)
-    dropped = 0
+    diff = None
     if two_pass:
         keys_t.create(conn)
+        diff_t.create(conn)
         staged = backend.stage(conn, keys_t, _key_batches(files))
         backend.analyze(conn, keys_t)
         lap("stage keys")
-        dropped = _dedupe(conn, keys_t)
-        t = target
-        needed = (
-            sa.select(keys_t.c.ord)
-            .select_from(keys_t.outerjoin(t, sa.and_(t.c.integration_id == iid,
-                                                     t.c.sourced_id == keys_t.c.sourced_id)))
-            .where(sa.or_(t.c.sourced_id.is_(None), t.c.row_hash != keys_t.c.row_hash,
-                          t.c.deleted_at.is_not(None) != keys_t.c.tombstone))
-            .order_by(keys_t.c.ord)
-        )
-        wanted = np.fromiter(conn.execute(needed).scalars(), dtype=np.int64)
+        # one scan of the table finds new/changed/deleted/revived rows and, for a full sync, the
+        # records that vanished
+        k = keys_t
+        cur = sa.select(target.c.sourced_id, target.c.row_hash, target.c.deleted_at).where(
+            target.c.integration_id == iid).subquery("cur")
+        write = sa.and_(k.c.ord.is_not(None), sa.or_(
+            cur.c.sourced_id.is_(None), cur.c.row_hash != k.c.row_hash,
+            cur.c.deleted_at.is_not(None) != k.c.tombstone))
+        if full_sync:
+            joined = k.outerjoin(cur, k.c.sourced_id == cur.c.sourced_id, full=True)
+            vanish = sa.and_(k.c.ord.is_(None), cur.c.deleted_at.is_(None))
+            cond = sa.or_(write, vanish)
+        else:
+            joined = k.outerjoin(cur, k.c.sourced_id == cur.c.sourced_id)
+            cond = write
+        conn.execute(sa.insert(diff_t).from_select(
+            ["ord", "gone"],
+            sa.select(k.c.ord, sa.case((k.c.ord.is_(None), cur.c.sourced_id), else_=sa.null()))
+            .select_from(joined).where(cond)))
+        wanted = np.fromiter(conn.execute(sa.select(diff_t.c.ord).where(diff_t.c.ord.is_not(None))
+                                          .order_by(diff_t.c.ord)).scalars(), dtype=np.int64)
         lap("find changed")
         if len(wanted):
             backend.stage(conn, rows_t, _row_batches(files, wanted))
         backend.analyze(conn, rows_t)
+        backend.analyze(conn, diff_t)
+        diff = diff_t
+        dropped = _dedupe(conn, rows_t)  # only among rows to write: see the module docstring
         lap("stage changed rows")
-        all_keys = keys_t
     else:
         staged = backend.stage(conn, rows_t, _row_batches(files, None))
         backend.analyze(conn, rows_t)
         lap("stage rows")
         dropped = _dedupe(conn, rows_t)
         lap("dedupe")
-        all_keys = rows_t
     r = rows_t
     t = target
     live_rows = staged - dropped
@@ -332,9 +350,11 @@ def merge(
 
     vanished = 0
     if full_sync and has_rows:
-        k = all_keys
-        gone = sa.and_(t.c.integration_id == iid, t.c.deleted_at.is_(None),
-                       ~sa.exists().where(k.c.sourced_id == t.c.sourced_id))
+        if diff is not None:
+            gone = sa.and_(t.c.integration_id == iid, t.c.deleted_at.is_(None), t.c.sourced_id == diff.c.gone)
+        else:
+            gone = sa.and_(t.c.integration_id == iid, t.c.deleted_at.is_(None),
+                           ~sa.exists().where(r.c.sourced_id == t.c.sourced_id))
         if history is not None:
             refs = HISTORY_REFS[entity.name]
             new_vals = {"status": sa.literal(DELETED_STATUS, sa.Text)}
@@ -349,11 +369,11 @@ def merge(
                 changed_at=seen, changed_run_id=run,
             )
         ).rowcount
-
     lap("vanished")
     r.drop(conn)
     if two_pass:
         keys_t.drop(conn)
+        diff_t.drop(conn)
     return MergeResult(
         inserted=inserted,
         updated=updated,

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from gradesync.entities import ENTITIES, Entity, Field
 from gradesync.warehouse.naming import validate_identifier
-from gradesync.warehouse.types import JsonText, UTCDateTime
+from gradesync.warehouse.types import JsonText, KeyText, UTCDateTime
 
 DEFAULT_SCHEMA = "gradesync"
 MAX_PREFIX = 16
@@ -49,7 +49,7 @@ def sa_type(kind: str) -> sa.types.TypeEngine:
     """SQL type of an entity field kind (see ``gradesync.entities.Kind``)."""
     return {
         "str": sa.Text(),
-        "ref": sa.Text(),
+        "ref": KeyText(),
         "json": JsonText(),
         "float": sa.Float(precision=53),
         "datetime": UTCDateTime(),
@@ -92,8 +92,8 @@ class WarehouseSchema:
 def _entity_table(md: sa.MetaData, entity: Entity, prefix: str) -> sa.Table:
     name = prefix + entity.name
     cols: list[sa.Column] = [
-        sa.Column("integration_id", sa.Text(), nullable=False),
-        sa.Column("sourced_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
+        sa.Column("sourced_id", KeyText(), nullable=False),
     ]
     for f in content_fields(entity):
         cols.append(sa.Column(f.column, sa_type(f.kind), nullable=not f.required))
@@ -102,9 +102,9 @@ def _entity_table(md: sa.MetaData, entity: Entity, prefix: str) -> sa.Table:
         sa.Column("record_source", sa.Text()),
         sa.Column("row_hash", sa.BigInteger(), nullable=False),
         sa.Column("first_seen_at", UTCDateTime(), nullable=False),
-        sa.Column("first_run_id", sa.Text(), nullable=False),
+        sa.Column("first_run_id", KeyText(), nullable=False),
         sa.Column("changed_at", UTCDateTime(), nullable=False),
-        sa.Column("changed_run_id", sa.Text(), nullable=False),
+        sa.Column("changed_run_id", KeyText(), nullable=False),
         sa.Column("deleted_at", UTCDateTime()),
         sa.Column("deleted_reason", sa.Text()),
     ]
@@ -119,14 +119,14 @@ def _history_table(md: sa.MetaData, entity: Entity, table_name: str, prefix: str
     cols: list[sa.Column] = [
         sa.Column("history_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(),
                   primary_key=True),
-        sa.Column("integration_id", sa.Text(), nullable=False),
-        sa.Column("sourced_id", sa.Text(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
+        sa.Column("sourced_id", KeyText(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("seen_at", UTCDateTime(), nullable=False),
         sa.Column("change", sa.Text(), nullable=False),
     ]
     for ref in HISTORY_REFS[entity.name]:
-        cols.append(sa.Column(ref, sa.Text()))
+        cols.append(sa.Column(ref, KeyText()))
     for c in TRACKED_COLUMNS:
         t = sa_type(by_col[c].kind)
         cols += [sa.Column(f"old_{c}", t), sa.Column(f"new_{c}", t)]
@@ -142,8 +142,8 @@ def _sync_tables(md: sa.MetaData, prefix: str) -> None:
               "staged")
     sa.Table(
         p + "sync_runs", md,
-        sa.Column("integration_id", sa.Text(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("entity", sa.Text(), nullable=False),
         sa.Column("api_version", sa.Text()),
         sa.Column("full_sync", sa.Boolean(), nullable=False),
@@ -161,20 +161,20 @@ def _sync_tables(md: sa.MetaData, prefix: str) -> None:
     )
     sa.Table(
         p + "sync_watermarks", md,
-        sa.Column("integration_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
         sa.Column("entity", sa.Text(), nullable=False),
         sa.Column("watermark", UTCDateTime(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("integration_id", "entity", name=f"{p}sync_watermarks_pkey"),
     )
     sa.Table(
         p + "rejects", md,
-        sa.Column("integration_id", sa.Text(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("entity", sa.Text(), nullable=False),
         sa.Column("reject_no", sa.Integer(), nullable=False),
-        sa.Column("sourced_id", sa.Text()),
+        sa.Column("sourced_id", KeyText()),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("raw", sa.Text(), nullable=False),
         sa.Column("rejected_at", UTCDateTime(), nullable=False),
@@ -182,8 +182,8 @@ def _sync_tables(md: sa.MetaData, prefix: str) -> None:
     )
     sa.Table(
         p + "sync_locks", md,
-        sa.Column("integration_id", sa.Text(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("acquired_at", UTCDateTime(), nullable=False),
         sa.Column("host", sa.Text(), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),

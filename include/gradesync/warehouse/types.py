@@ -69,3 +69,12 @@ class JsonText(sa.types.TypeDecorator):
         if isinstance(value, str):
             value = json.loads(value)
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def KeyText() -> sa.types.TypeEngine:  # noqa: N802 - reads like a type
+    """Text for identifiers (keys, references, run ids): byte order (``COLLATE "C"``) on Postgres.
+
+    Ids are compared, hashed and indexed, never sorted for people; a locale collation makes index
+    builds and joins several times slower for nothing.
+    """
+    return sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from gradesync.warehouse.migrations import names
-from gradesync.warehouse.types import JsonText, UTCDateTime
+from gradesync.warehouse.types import JsonText, KeyText, UTCDateTime
 
 revision = "0001"
 down_revision = None
@@ -111,7 +111,7 @@ TRACKED = ("status", "score_status", "score", "text_score", "comment", "date_las
 
 def _type(kind: str) -> sa.types.TypeEngine:
     return {
-        "str": sa.Text(), "ref": sa.Text(), "json": JsonText(), "float": sa.Float(precision=53),
+        "str": sa.Text(), "ref": KeyText(), "json": JsonText(), "float": sa.Float(precision=53),
         "datetime": UTCDateTime(), "date": sa.Date(), "flag": sa.Boolean(),
     }[kind]
 
@@ -121,16 +121,16 @@ def upgrade() -> None:
     for entity, fields in ENTITY_FIELDS.items():
         op.create_table(
             p + entity,
-            sa.Column("integration_id", sa.Text(), nullable=False),
-            sa.Column("sourced_id", sa.Text(), nullable=False),
+            sa.Column("integration_id", KeyText(), nullable=False),
+            sa.Column("sourced_id", KeyText(), nullable=False),
             *[sa.Column(c, _type(k), nullable=not req) for c, k, req in fields],
             sa.Column("field_sources", JsonText()),
             sa.Column("record_source", sa.Text()),
             sa.Column("row_hash", sa.BigInteger(), nullable=False),
             sa.Column("first_seen_at", UTCDateTime(), nullable=False),
-            sa.Column("first_run_id", sa.Text(), nullable=False),
+            sa.Column("first_run_id", KeyText(), nullable=False),
             sa.Column("changed_at", UTCDateTime(), nullable=False),
-            sa.Column("changed_run_id", sa.Text(), nullable=False),
+            sa.Column("changed_run_id", KeyText(), nullable=False),
             sa.Column("deleted_at", UTCDateTime()),
             sa.PrimaryKeyConstraint("integration_id", "sourced_id", name=f"{p}{entity}_pkey"),
             schema=schema,
@@ -142,12 +142,12 @@ def upgrade() -> None:
                 p + hist,
                 sa.Column("history_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(),
                           primary_key=True),
-                sa.Column("integration_id", sa.Text(), nullable=False),
-                sa.Column("sourced_id", sa.Text(), nullable=False),
-                sa.Column("run_id", sa.Text(), nullable=False),
+                sa.Column("integration_id", KeyText(), nullable=False),
+                sa.Column("sourced_id", KeyText(), nullable=False),
+                sa.Column("run_id", KeyText(), nullable=False),
                 sa.Column("seen_at", UTCDateTime(), nullable=False),
                 sa.Column("change", sa.Text(), nullable=False),
-                *[sa.Column(r, sa.Text()) for r in refs],
+                *[sa.Column(r, KeyText()) for r in refs],
                 *[sa.Column(f"{x}_{c}", _type(kinds[c])) for c in TRACKED for x in ("old", "new")],
                 schema=schema,
             )
@@ -159,8 +159,8 @@ def upgrade() -> None:
               "staged")
     op.create_table(
         p + "sync_runs",
-        sa.Column("integration_id", sa.Text(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("entity", sa.Text(), nullable=False),
         sa.Column("api_version", sa.Text()),
         sa.Column("full_sync", sa.Boolean(), nullable=False),
@@ -178,21 +178,21 @@ def upgrade() -> None:
     )
     op.create_table(
         p + "sync_watermarks",
-        sa.Column("integration_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
         sa.Column("entity", sa.Text(), nullable=False),
         sa.Column("watermark", UTCDateTime(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("integration_id", "entity", name=f"{p}sync_watermarks_pkey"),
         schema=schema,
     )
     op.create_table(
         p + "rejects",
-        sa.Column("integration_id", sa.Text(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("entity", sa.Text(), nullable=False),
         sa.Column("reject_no", sa.Integer(), nullable=False),
-        sa.Column("sourced_id", sa.Text()),
+        sa.Column("sourced_id", KeyText()),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("raw", sa.Text(), nullable=False),
         sa.Column("rejected_at", UTCDateTime(), nullable=False),
@@ -201,8 +201,8 @@ def upgrade() -> None:
     )
     op.create_table(
         p + "sync_locks",
-        sa.Column("integration_id", sa.Text(), nullable=False),
-        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("integration_id", KeyText(), nullable=False),
+        sa.Column("run_id", KeyText(), nullable=False),
         sa.Column("acquired_at", UTCDateTime(), nullable=False),
         sa.Column("host", sa.Text(), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = args.ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(args.ready_file)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # docker stop / Popen.terminate: shut down cleanly
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _describe(info: dict[str, object], seconds: float) -> str:

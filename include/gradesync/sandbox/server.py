@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -196,6 +195,10 @@ class Stats:
         with self._lock:
             getattr(self, counter)[key] += amount
 
+    def count_api_request(self) -> None:
+        with self._lock:
+            self.api_requests += 1
+
     def add_records(self, n: int) -> None:
         with self._lock:
             self.records_served += n
@@ -350,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
               content_type: str = "application/json", truncate: str | None = None) -> None:
         self.app.stats.count("by_status", status)
         self.send_response(status)
-        if body or status not in (204,):
+        if status != 204:
             self.send_header("Content-Type", content_type)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -442,8 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.app
         api = app.config.api
         route = resolve(path)
-        with app.stats._lock:
-            app.stats.api_requests += 1
+        app.stats.count_api_request()
         if route is None or route.api != api:
             body = self._read_body() if method in ("PUT", "POST") else b""
             del body
@@ -897,5 +899,3 @@ class SandboxServer:
         assert self.app is not None, "start() first"
         return self.app.connection_info()
 
-
-Handler = Callable[..., None]

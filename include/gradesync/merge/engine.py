@@ -194,12 +194,6 @@ class _Reasons:
         self.positions.append(pos)
         self.messages.append(msgs)
 
-    def mask(self) -> np.ndarray:
-        out = np.zeros(self.n, dtype=bool)
-        for pos in self.positions:
-            out[pos] = True
-        return out
-
     def joined(self) -> pd.Series:
         """Reason text indexed by position (only rows that have one), in position order."""
         if not self.positions:
@@ -272,11 +266,13 @@ def _prepare(
             "or add a rename mapping from the column the source uses"
         )
     columns: dict[str, pd.Series] = {}
+    invalid_in: dict[str, np.ndarray] = {}  # values present but untypeable: already a reason, not "missing"
     for f in layout:
         if f.column in work.columns:
             typed, invalid, messages = coerce(replaced.get(f.column, work[f.column]), f.kind, f.column)
             if messages is not None:
                 reasons.add(invalid, messages)
+                invalid_in[f.column] = invalid
             columns[f.column] = typed
         else:
             columns[f.column] = empty_column(f.kind, n)
@@ -316,10 +312,12 @@ def _prepare(
             value = json.dumps(m.value, sort_keys=True) if kind == "json" and not isinstance(m.value, str) else m.value
             constant = coerce(pd.Series([value], dtype=object), kind, m.column)[0]
             columns[m.column] = columns[m.column].fillna(constant.iloc[0])
-    already = reasons.mask()
     for f in layout:
         if f.required:
-            reasons.add(columns[f.column].isna().to_numpy() & ~already, f"missing required field: {f.column}")
+            missing_value = columns[f.column].isna().to_numpy()
+            if f.column in invalid_in:
+                missing_value = missing_value & ~invalid_in[f.column]
+            reasons.add(missing_value, f"missing required field: {f.column}")
     frame = pd.DataFrame(columns, index=pd.RangeIndex(n), copy=False)
     return _Side(name, raw if n else pd.DataFrame(index=pd.RangeIndex(0)), frame, reasons)
 

@@ -140,7 +140,8 @@ class ScoreScaleMapping(_MappingBase):
 
 
 class ScaleMapping(_MappingBase):
-    """Linear rescale of a numeric column: ``value * factor + offset``, optionally rounded."""
+    """Linear rescale of a numeric column: ``value * factor + offset``, optionally rounded to
+    ``round`` decimals (half to even, as numpy rounds)."""
 
     type: Literal["scale"]
     column: str

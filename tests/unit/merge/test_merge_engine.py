@@ -310,6 +310,15 @@ def test_values_that_cannot_be_typed_are_rejected_not_raised() -> None:
                          'invalid value: late must be "true" or "false", got \'maybe\'')
 
 
+def test_every_problem_of_a_record_is_named_in_its_reason() -> None:
+    vendor = loose([{"sourced_id": "v1", "status": "active", "date_last_modified": "2026-09-01T00:00:00Z",
+                     "line_item_sourced_id": "li1", "student_sourced_id": None, "score_status": "exempt",
+                     "score": "abc"}])
+    o = merge(RESULTS, staging(RESULTS, []), vendor)
+    assert reasons(o) == [("vendor", "v1", "invalid value: score must be a number, got 'abc'; "
+                                           "missing required field: student_sourced_id")]
+
+
 def test_a_rejected_record_takes_its_same_id_counterpart_with_it() -> None:
     ic = staging(RESULTS, [{"sourced_id": "r1", "score_status": None}, {"sourced_id": "r2"}])
     vendor = staging(RESULTS, [{"sourced_id": "r1", "score": 90.0}, {"sourced_id": "r2"}])

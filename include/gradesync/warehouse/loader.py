@@ -110,18 +110,12 @@ def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table]:
 
 def _row_batches(files: StagedFiles, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
     """Full staging rows (optionally only the wanted ordinals, sorted) in the temp table's layout."""
-    for sb in files.batches():
+    for sb in files.batches(wanted):
         n = sb.batch.num_rows
-        ords = np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)
+        ords = sb.ords if sb.ords is not None else np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)
         arrays = [pa.array(ords), *sb.batch.columns, pa.array(sb.hashes), pa.array(sb.tombstone)]
         names = ["ord", *sb.batch.schema.names, "row_hash", "tombstone"]
-        batch = pa.RecordBatch.from_arrays(arrays, names=names)
-        if wanted is not None:
-            lo, hi = np.searchsorted(wanted, [sb.first_ord, sb.first_ord + n])
-            if lo == hi:
-                continue
-            batch = batch.take(pa.array(wanted[lo:hi] - sb.first_ord))
-        yield batch
+        yield pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def _key_batches(files: StagedFiles) -> Iterator[pa.RecordBatch]:

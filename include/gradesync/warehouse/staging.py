@@ -91,7 +91,8 @@ class StagedBatch:
     batch: pa.RecordBatch  # in staging_schema(entity) layout
     hashes: np.ndarray  # int64 row hashes
     tombstone: np.ndarray  # bool: status == tobedeleted
-    first_ord: int  # ordinal of the first row across all files
+    first_ord: int  # ordinal of the first row of the file batch across all files
+    ords: np.ndarray | None = None  # ordinals of the rows when only some were asked for
 
 
 class StagedFiles:
@@ -122,20 +123,43 @@ class StagedFiles:
             arrays.append(col)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
-    def batches(self) -> Iterator[StagedBatch]:
-        """Stream conformed batches with their row hashes; rows are numbered across files."""
+    def batches(self, wanted: np.ndarray | None = None) -> Iterator[StagedBatch]:
+        """Stream conformed batches with their row hashes; rows are numbered across files.
+
+        With ``wanted`` (sorted ordinals) only those rows are returned, and files and batches
+        without any of them are skipped before anything is decoded or hashed.
+        """
         ordinal = 0
-        wanted = set(self.schema.names)
+        wanted_names = set(self.schema.names)
         for path in self.files:
             with _open(path) as fh:
                 pf = pq.ParquetFile(fh)
-                columns = [n for n in pf.schema_arrow.names if n in wanted]
+                total = pf.metadata.num_rows
+                if wanted is not None and _count_between(wanted, ordinal, ordinal + total) == 0:
+                    ordinal += total
+                    continue
+                columns = [n for n in pf.schema_arrow.names if n in wanted_names]
                 for raw in pf.iter_batches(batch_size=self.batch_rows, columns=columns):
-                    if raw.num_rows == 0:
+                    n = raw.num_rows
+                    if n == 0:
                         continue
+                    first = ordinal
+                    ordinal += n
+                    if wanted is not None:
+                        lo, hi = np.searchsorted(wanted, [first, first + n])
+                        if lo == hi:
+                            continue
+                        picked = wanted[lo:hi]
+                        raw = raw.take(pa.array(picked - first))
+                    else:
+                        picked = None
                     batch = self._conform(raw)
                     hashes = row_hashes(batch, self.hash_columns)
                     status = batch.column("status")
                     tomb = pc.fill_null(pc.equal(status, DELETED_STATUS), False).to_numpy(zero_copy_only=False)
-                    yield StagedBatch(batch, hashes, tomb, ordinal)
-                    ordinal += raw.num_rows
+                    yield StagedBatch(batch, hashes, tomb, first, picked)
+
+
+def _count_between(sorted_values: np.ndarray, lo: int, hi: int) -> int:
+    a, b = np.searchsorted(sorted_values, [lo, hi])
+    return int(b - a)

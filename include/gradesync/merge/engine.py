@@ -458,18 +458,24 @@ def _layout(entity: Entity, api_version: str | None, present: set[str]) -> tuple
 
 
 class _Combined:
-    """Column ``c`` of the ic frame followed by the vendor frame, built on demand and not kept:
-    Arrow columns concatenate without copying, numpy ones are copied only while in use."""
+    """Column ``c`` of the ic frame followed by the vendor frame (vendor rows at ``len(ic) + i``).
+
+    Built on first use and kept for the call: Arrow columns concatenate without copying; numpy ones
+    (floats, timestamps, flags) are small next to the text columns."""
 
     def __init__(self, ic: pd.DataFrame, vendor: pd.DataFrame) -> None:
         self.ic, self.vendor = ic, vendor
+        self._cache: dict[str, pd.Series] = {}
 
     def __getitem__(self, column: str) -> pd.Series:
-        if len(self.vendor) == 0:
-            return self.ic[column]
-        if len(self.ic) == 0:
-            return self.vendor[column]
-        return pd.concat([self.ic[column], self.vendor[column]], ignore_index=True)
+        if column not in self._cache:
+            if len(self.vendor) == 0:
+                self._cache[column] = self.ic[column]
+            elif len(self.ic) == 0:
+                self._cache[column] = self.vendor[column]
+            else:
+                self._cache[column] = pd.concat([self.ic[column], self.vendor[column]], ignore_index=True)
+        return self._cache[column]
 
 
 def _rank_codes(values: pd.Series) -> np.ndarray:

@@ -68,9 +68,9 @@ def coerce(series: pd.Series, kind: str, label: str) -> tuple[pd.Series, np.ndar
                 lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, dict | list) else v
             )
         typed = series if series.dtype == STR_DTYPE else series.astype(STR_DTYPE)
-        empty = typed == ""
-        if empty.any():
-            typed = typed.mask(empty)
+        empty = pc.equal(pa.array(typed.array), "")
+        if pc.any(empty).as_py():
+            typed = typed.mask(empty.to_numpy(zero_copy_only=False).astype(bool))
         return typed, no_invalid, None
     if kind == "float":
         if pd.api.types.is_float_dtype(series.dtype) and not isinstance(series.dtype, pd.ArrowDtype):
@@ -130,6 +130,11 @@ def coerce(series: pd.Series, kind: str, label: str) -> tuple[pd.Series, np.ndar
             return series, no_invalid, None
         if pd.api.types.is_bool_dtype(series.dtype):
             return series.astype(FLAG_DTYPE), no_invalid, None
+        if series.dtype == object:
+            try:  # True/False/None objects (what to_pandas() gives for a bool column with nulls)
+                return pd.Series(pd.array(series.to_numpy(), dtype=FLAG_DTYPE)), no_invalid, None
+            except (TypeError, ValueError):
+                pass
         text = series.astype(STR_DTYPE).str.strip().str.lower()
         text = text.mask(text == "")
         typed = text.map({"true": True, "false": False}).astype(FLAG_DTYPE)

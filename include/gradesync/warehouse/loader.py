@@ -9,7 +9,9 @@ differs (``backends``):
    are new, changed, deleted or revived; a second stream stages only those full rows. A nightly
    reload where 1% changed moves 1% of the rows. Otherwise every row is staged in one pass.
 2. Duplicate keys in the files (normally removed upstream) are counted and the last version
-   (latest ``date_last_modified``, then latest in file order) wins.
+   (latest ``date_last_modified``, then latest in file order) wins. On the keys-first path this
+   is resolved among the keys that have any new or changed copy (all their copies are staged);
+   identical copies of an unchanged row are counted as unchanged, which keeps the audit sum.
 3. History rows, updates, inserts and (for a full sync) soft deletes of records that vanished run
    as a handful of ``INSERT ... SELECT`` / ``UPDATE ... FROM`` statements.
 
@@ -99,9 +101,10 @@ def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("tombstone", sa.Boolean(), nullable=False),
         prefixes=["TEMPORARY"],
     )
-    diff = sa.Table(  # ordinals of staged rows to write, and keys that vanished
+    diff = sa.Table(  # staged rows to write, and keys that vanished
         "gs_stage_diff", md,
         sa.Column("ord", sa.BigInteger()),
+        sa.Column("sourced_id", KeyText()),
         sa.Column("gone", KeyText()),
         prefixes=["TEMPORARY"],
     )
@@ -260,18 +263,22 @@ def merge(
             joined = k.outerjoin(cur, k.c.sourced_id == cur.c.sourced_id)
             cond = write
         conn.execute(sa.insert(diff_t).from_select(
-            ["ord", "gone"],
-            sa.select(k.c.ord, sa.case((k.c.ord.is_(None), cur.c.sourced_id), else_=sa.null()))
+            ["ord", "sourced_id", "gone"],
+            sa.select(k.c.ord, k.c.sourced_id,
+                      sa.case((k.c.ord.is_(None), cur.c.sourced_id), else_=sa.null()))
             .select_from(joined).where(cond)))
-        wanted = np.fromiter(conn.execute(sa.select(diff_t.c.ord).where(diff_t.c.ord.is_not(None))
-                                          .order_by(diff_t.c.ord)).scalars(), dtype=np.int64)
+        # every staged copy of a key that has a row to write, so duplicates resolve to the latest
+        changed_keys = sa.select(diff_t.c.sourced_id).where(diff_t.c.ord.is_not(None)).distinct().subquery()
+        wanted = np.fromiter(conn.execute(
+            sa.select(k.c.ord).join(changed_keys, changed_keys.c.sourced_id == k.c.sourced_id).order_by(k.c.ord)
+        ).scalars(), dtype=np.int64)
         lap("find changed")
         if len(wanted):
             backend.stage(conn, rows_t, _row_batches(files, wanted))
         backend.analyze(conn, rows_t)
         backend.analyze(conn, diff_t)
         diff = diff_t
-        dropped = _dedupe(conn, rows_t)  # only among rows to write: see the module docstring
+        dropped = _dedupe(conn, rows_t)  # among keys with a row to write: see the module docstring
         lap("stage changed rows")
     else:
         staged = backend.stage(conn, rows_t, _row_batches(files, None))

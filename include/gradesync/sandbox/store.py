@@ -20,8 +20,10 @@ import numpy as np
 
 from gradesync.sandbox.generator import (
     DATA_AS_OF,
+    RUBRIC_LEVELS,
     CollectionData,
     Dataset,
+    RecordFactory,
     encode_json,
     format_timestamp,
 )
@@ -270,7 +272,7 @@ class Store:
                 if blob is None:
                     continue
                 record = _DECODER.decode(blob)
-                _MUTATORS.get(name, _mutate_title)(record, self.rng, self.factory.v12)
+                _MUTATORS.get(name, _mutate_title)(record, self.rng, self.factory)
                 record["dateLastModified"] = self.clock.now_text()
                 collection.put(sid, encode_json(record))
                 done.append(sid)
@@ -280,6 +282,12 @@ class Store:
     def add(self, name: str, count: int = 1, position: int | None = None) -> list[str]:
         """Create ``count`` new records (results fill ungraded (line item, student) pairs)."""
         with self.lock:
+            # results grade pending (line item, student) pairs; when they run out, a teacher adds
+            # an assignment (or a benchmark), which brings a class's worth of new pairs
+            while name == "results" and len(self.factory.pending_results) < count:
+                self.add("lineItems", 1)
+            while name == "assessmentResults" and len(self.factory.pending_assessment_results) < count:
+                self.add("assessmentLineItems", 1)
             rows = _new_rows(self, name, count, [self.clock.now() for _ in range(count)])
             collection = self.collections[name]
             added = []
@@ -291,9 +299,11 @@ class Store:
 
 
 # -- teacher-like edits, one per entity ---------------------------------------------------------------
+# Each takes (record, rng, factory) and edits the decoded record in place, staying within the rules
+# the sandbox itself enforces on writes (scores in range, rubric text on the scale).
 
 
-def _mutate_title(record: dict[str, Any], rng: np.random.Generator, v12: bool) -> None:
+def _mutate_title(record: dict[str, Any], rng: np.random.Generator, factory: RecordFactory) -> None:
     title = str(record.get("title", ""))
     base = title.split(" (rev ")[0]
     record["title"] = f"{base} (rev {int(rng.integers(2, 99))})"
@@ -301,26 +311,32 @@ def _mutate_title(record: dict[str, Any], rng: np.random.Generator, v12: bool) -
         record["status"] = "active"
 
 
-def _mutate_result(record: dict[str, Any], rng: np.random.Generator, v12: bool) -> None:
+def _mutate_result(record: dict[str, Any], rng: np.random.Generator, factory: RecordFactory) -> None:
+    facts = factory.line_items.get((record.get("lineItem") or {}).get("sourcedId", "")) or {}
+    item = factory.assessment_items.get((record.get("assessmentLineItem") or {}).get("sourcedId", "")) or {}
+    low = facts.get("min", item.get("min", 0.0)) or 0.0
+    high = facts.get("max", item.get("max", 100.0))
+    high = 100.0 if high is None else high
     current = record.get("score")
-    base = float(current) if isinstance(current, (int, float)) else 0.0
-    record["score"] = float(max(0.0, base + float(rng.choice([-2.0, -1.0, 1.0, 2.0]))))
+    base = float(current) if isinstance(current, (int, float)) else (low + high) / 2
+    record["score"] = float(min(high, max(low, round(base + float(rng.choice([-2.0, -1.0, 1.0, 2.0]))))))
     record["scoreStatus"] = "fully graded"
     record["comment"] = "Regraded after review — «révisé»"
     record.pop("textScore", None)
-    if v12:
-        record["missing"] = "false"
-        record["inProgress"] = "false"
-        record["incomplete"] = "false"
+    if facts.get("kind") == "rubric":
+        record["textScore"] = RUBRIC_LEVELS[int(record["score"]) - 1]
+    if factory.v12:
+        for flag in ("inProgress", "incomplete", "missing"):
+            record[flag] = "false"
 
 
-def _mutate_category(record: dict[str, Any], rng: np.random.Generator, v12: bool) -> None:
-    _mutate_title(record, rng, v12)
-    if v12:
+def _mutate_category(record: dict[str, Any], rng: np.random.Generator, factory: RecordFactory) -> None:
+    _mutate_title(record, rng, factory)
+    if factory.v12:
         record["weight"] = round(float(rng.random()), 2)
 
 
-_MUTATORS: dict[str, Callable[[dict[str, Any], np.random.Generator, bool], None]] = {
+_MUTATORS: dict[str, Callable[[dict[str, Any], np.random.Generator, RecordFactory], None]] = {
     "results": _mutate_result,
     "assessmentResults": _mutate_result,
     "categories": _mutate_category,

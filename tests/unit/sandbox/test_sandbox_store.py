@@ -108,3 +108,25 @@ def test_clock_only_moves_forward() -> None:
     clock = SandboxClock(floor=future)
     stamps = [clock.now() for _ in range(5)]
     assert stamps[0] > future and stamps == sorted(set(stamps))
+
+
+def test_regrades_stay_within_the_rules_the_sandbox_enforces() -> None:
+    store = Store(generate("school", 5, "1.2"))
+    changed = set(store.modify("results", count=400))
+    facts = store.factory.line_items
+    for record in store.records("results"):
+        if record["sourcedId"] not in changed:
+            continue
+        item = facts.get(record["lineItem"]["sourcedId"])
+        assert item is not None and item["min"] <= record["score"] <= item["max"]
+        if item["kind"] == "rubric":
+            assert record["textScore"] == ["Beginning", "Developing", "Meets", "Exceeds"][int(record["score"]) - 1]
+
+
+def test_adding_more_results_than_pending_pairs_adds_an_assignment(store: Store) -> None:
+    line_items_before = len(store.collection("lineItems"))
+    wanted = len(store.factory.pending_results) + 5
+    assert len(store.add("results", count=wanted)) == wanted
+    assert len(store.collection("lineItems")) > line_items_before
+    pairs = [(r["lineItem"]["sourcedId"], r["student"]["sourcedId"]) for r in store.records("results")]
+    assert len(pairs) == len(set(pairs))  # never two results for one student on one assignment

@@ -60,3 +60,23 @@ def test_the_validator_does_reject_a_broken_record(gradebook_spec: dict[str, Any
     record.pop("scoreDate")
     record["late"] = True
     assert len(list(validator.iter_errors(record))) >= 2
+
+
+ROSTER_SCHEMAS = {
+    "orgs": "OrgDType",
+    "academicSessions": "AcademicSessionDType",
+    "users": "UserDType",
+    "courses": "CourseDType",
+    "classes": "ClassDType",
+}
+
+
+@pytest.mark.parametrize("collection", sorted(ROSTER_SCHEMAS))
+def test_rostering_records_match_the_rostering_schema(spec_dir: Path, dataset: Any, collection: str) -> None:
+    rostering = json.loads((spec_dir / "onerosterv1p2rostersservice_openapi3_v1p0.json").read_text())
+    validator = _validator(rostering, ROSTER_SCHEMAS[collection])
+    root = href_root("http://127.0.0.1:8000")
+    for blob in dataset.collections[collection].blobs:
+        record = json.loads(expand_hrefs(blob, root))
+        errors = list(validator.iter_errors(record))
+        assert not errors, f"{collection} {record['sourcedId']}: {errors[0].message}"

@@ -11,7 +11,7 @@ form and the validation cannot drift apart.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from typing import Any
@@ -55,15 +55,17 @@ def parse_run_params(
     *,
     allowed_entities: Sequence[str],
     now: datetime | None = None,
+    other_params: Collection[str] = (),
 ) -> RunParams:
     """Validate a run's Params against the integration; raise ``InvalidRunParams`` naming every problem.
 
     ``allowed_entities`` is the integration's entity list in load order; the returned entities keep
     that order (parents before children) whatever order the user picked them in. Missing Params take
-    their defaults, so a run triggered from the CLI with a partial ``--conf`` works.
+    their defaults, so a run triggered from the CLI with a partial ``--conf`` works. Any other key is
+    reported as a likely typo, unless the DAG declares it in ``other_params``.
     """
     problems: list[str] = []
-    unknown = [str(k) for k in params if k not in PARAM_NAMES]
+    unknown = [str(k) for k in params if k not in PARAM_NAMES and k not in other_params]
     for name in unknown:
         close = difflib.get_close_matches(name, PARAM_NAMES, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known Params are {', '.join(PARAM_NAMES)}"

@@ -20,9 +20,9 @@ DAG_FILE = textwrap.dedent('''
     from gradesync.config import parse_config
 
     config = parse_config({"name": "district_a", "api_version": "1.2", "connection_id": "ic_district_a",
-                           "alerts": {"webhook_connection_id": "alerts_hook"}})
+                           "alerts": {"webhook_connection_id": "alerts_hook", "finish_by": "06:00"}})
 
-    with DAG(dag_id=config.dag_id, schedule=None, start_date=datetime(2026, 1, 1),
+    with DAG(dag_id=config.dag_id, schedule="0 2 * * *", start_date=datetime(2026, 1, 1), catchup=False,
              default_args={"retries": 0, **alerts.task_callbacks(config)}, **alerts.dag_callbacks(config)):
 
         @task(task_id="refresh_token")

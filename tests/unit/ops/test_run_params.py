@@ -87,6 +87,8 @@ def test_booleans_from_a_command_line_and_wrong_ones() -> None:
 def test_typo_in_a_param_name_suggests_the_right_one() -> None:
     [message] = problems({"ful_refresh": True})
     assert message == "Param 'ful_refresh' is not a grade sync Param (did you mean 'full_refresh'?)"
+    declared = parse_run_params({"notify": True}, allowed_entities=V12, now=NOW, other_params={"notify"})
+    assert declared == RunParams(entities=V12)
 
 
 def test_every_problem_is_reported_at_once() -> None:

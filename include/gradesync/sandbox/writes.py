@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradesync.sandbox.catalog import known_fields
 from gradesync.sandbox.generator import RUBRIC_LEVELS
 from gradesync.sandbox.query import ApiError
 from gradesync.sandbox.store import Store
@@ -79,8 +80,6 @@ class WriteRules:
 
     def put(self, collection: str, sourced_id: str, record: dict[str, Any]) -> bool:
         """Validate and store ``record`` as ``sourced_id``; True when it was created."""
-        from gradesync.sandbox.server import known_fields
-
         record = dict(record)
         supplied = record.get("sourcedId")
         if supplied not in (None, sourced_id):

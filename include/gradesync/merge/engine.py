@@ -23,7 +23,9 @@ and each output column is gathered once from the two inputs, so memory stays nea
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +59,7 @@ COUNT_KEYS = (
     "rejected_vendor",
 )
 _I64_MAX = np.iinfo(np.int64).max
+_GATHER_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass
@@ -325,9 +328,9 @@ def _prepare(
 # --- matching -----------------------------------------------------------------------------------
 
 
-def _key_codes(column: pd.Series, kind: str) -> np.ndarray:
-    """Factorized natural-key codes for ``column`` (-1 = missing); text compares normalised."""
-    codes, uniques = pd.factorize(column)
+def _key_codes(factorized: tuple[np.ndarray, pd.Index], kind: str) -> np.ndarray:
+    """Natural-key codes from a factorized column (-1 = missing); text compares normalised."""
+    codes, uniques = factorized
     if kind in ("str", "ref") and len(uniques):
         norm = normalise_text(pd.Series(uniques))
         norm = norm.mask(norm == "")
@@ -351,7 +354,7 @@ def _natural_pass(
     """
     total: np.ndarray | None = None
     for column in key:
-        codes = _key_codes(combined[column], kinds[column])
+        codes = _key_codes(combined.codes(column), kinds[column])
         codes = np.concatenate([codes[:n_ic][ic_pool], codes[n_ic:][v_pool]])
         if total is None:
             total = codes
@@ -466,6 +469,13 @@ class _Combined:
     def __init__(self, ic: pd.DataFrame, vendor: pd.DataFrame) -> None:
         self.ic, self.vendor = ic, vendor
         self._cache: dict[str, pd.Series] = {}
+        self._codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
+
+    def codes(self, column: str) -> tuple[np.ndarray, pd.Index]:
+        """``pd.factorize`` of the column, computed once (natural keys and reference checks share it)."""
+        if column not in self._codes:
+            self._codes[column] = pd.factorize(self[column])
+        return self._codes[column]
 
     def __getitem__(self, column: str) -> pd.Series:
         if column not in self._cache:
@@ -662,14 +672,15 @@ def merge_entity(
         unknown = np.zeros(primary.size, dtype=bool)
         reason = np.full(primary.size, None, dtype=object)
         for column, known in known_parents.items():
-            values = _take(combined[column], column_index(column))
-            codes, uniques = pd.factorize(values)
-            ok = _is_in(uniques, known)
-            bad = (codes >= 0) & ~ok[np.maximum(codes, 0)] if len(uniques) else np.zeros(codes.size, dtype=bool)
-            bad &= ~unknown
+            all_codes, uniques = combined.codes(column)
+            index = column_index(column)
+            codes = all_codes[index]
+            ok = _is_in(uniques, known) if len(uniques) else np.zeros(1, dtype=bool)
+            bad = (codes >= 0) & ~ok[np.maximum(codes, 0)] & ~unknown
             if bad.any():
                 parent = entity.parents.get(column, column)
-                text = f"unknown reference: {column} " + _quoted(values[bad]) + f" is not a known {parent} record"
+                values = _take(combined[column], index[bad])
+                text = f"unknown reference: {column} " + _quoted(values) + f" is not a known {parent} record"
                 reason[bad] = text.to_numpy(dtype=object)
                 unknown |= bad
         if unknown.any():
@@ -691,10 +702,11 @@ def merge_entity(
             p_ic, p_v = p_ic[paired_keep], p_v[paired_keep]
             choose_vendor = {c: pick[paired_keep] for c, pick in choose_vendor.items()}
 
-    # build the output once, column by column
-    out: dict[str, pd.Series] = {}
-    for column in columns:
-        out[column] = _take(combined[column], column_index(column))
+    # build the output once, column by column; Arrow and numpy release the GIL while gathering
+    sources = {column: combined[column] for column in columns}
+    with ThreadPoolExecutor(max_workers=_GATHER_THREADS) as pool:
+        gathered = pool.map(lambda c: _take(sources[c], column_index(c)), columns)
+        out: dict[str, pd.Series] = dict(zip(columns, gathered, strict=True))
     bits = np.zeros(paired.size, dtype=np.int64)
     for j, column in enumerate(columns):
         bits |= choose_vendor[column].astype(np.int64) << j

@@ -408,8 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
         route = resolve(path)
         app.stats.count_api_request()
         if route is None or route.api != api:
-            body = self._read_body() if method in ("PUT", "POST") else b""
-            del body
+            self._read_body()  # keep the connection usable for the next request
             return self._error(api, ApiError(404, "unknownobject", f"no OneRoster {api} endpoint at {path}"))
         decision = app.faults.decide(in_flight)
         if app.faults.config.latency_ms:
@@ -525,8 +524,11 @@ class _Handler(BaseHTTPRequestHandler):
         tail = "/".join(x if i % 2 == 0 else "{id}" for i, x in enumerate(rest))
         shape = f"{parent}/{tail}"
         served = self._collections_for(route)
-        if parent == "classes":
+        gradebook = route.api == "1.1" or route.base == "gradebook"  # 1.1 serves both under one base
+        rostering = route.base == "rostering"
+        if parent == "classes" and (gradebook or rostering):
             self._require("classes", parent_id)
+        if parent == "classes" and gradebook:
             if shape == "classes/lineItems":
                 return "lineItems", (Scope("class.sourcedId", frozenset({parent_id})),)
             if shape == "classes/results":
@@ -547,23 +549,24 @@ class _Handler(BaseHTTPRequestHandler):
                     Scope("lineItem.sourcedId", self._class_line_items(parent_id)),
                     Scope("student.sourcedId", frozenset({rest[1]})),
                 )
-            if shape == "classes/students" and route.base == "rostering":
-                return "users", (Scope("sourcedId", frozenset(f.class_students.get(parent_id, ()))),)
-            if shape == "classes/academicSessions/{id}/results":
-                return "results", ()
+            if shape == "classes/academicSessions/{id}/results":  # the 1.2 bulk POST's path
+                self._require("academicSessions", rest[1])
+                return "results", (Scope("lineItem.sourcedId", self._class_line_items(parent_id)),)
+        if parent == "classes" and rostering and shape == "classes/students":
+            return "users", (Scope("sourcedId", frozenset(f.class_students.get(parent_id, ()))),)
         if parent == "lineItems" and shape == "lineItems/results" and "lineItems" in served:
             self._require("lineItems", parent_id)
             return "results", (Scope("lineItem.sourcedId", frozenset({parent_id})),)
         if parent == "schools":
             self._require("schools", parent_id)
             classes = frozenset(f.school_classes.get(parent_id, ()))
-            if shape == "schools/lineItems" and "lineItems" in served:
+            if shape == "schools/lineItems" and gradebook:
                 return "lineItems", (Scope("class.sourcedId", classes),)
-            if shape == "schools/scoreScales" and "scoreScales" in served:
+            if shape == "schools/scoreScales" and gradebook and route.api == "1.2":
                 return "scoreScales", (Scope("class.sourcedId", classes),)
-            if shape == "schools/classes" and route.base == "rostering":
+            if shape == "schools/classes" and rostering:
                 return "classes", (Scope("school.sourcedId", frozenset({parent_id})),)
-            if shape == "schools/students" and route.base == "rostering":
+            if shape == "schools/students" and rostering:
                 return "users", (Scope("sourcedId", frozenset(f.school_students.get(parent_id, ()))),)
         raise ApiError(404, "unknownobject", f"unknown endpoint /{'/'.join(segments)}")
 

@@ -201,3 +201,11 @@ def test_hrefs_follow_the_host_the_client_used(client12: OneRosterClient, sandbo
                                       headers={"Host": "ic-sandbox:8000"}, timeout=10)
     assert json.loads(other_host.content)["results"][0]["lineItem"]["href"].startswith("http://ic-sandbox:8000/")
     assert 'http://ic-sandbox:8000/' in other_host.headers["Link"]
+
+
+def test_gradebook_paths_are_not_served_under_the_1p2_rostering_base(client12: OneRosterClient,
+                                                                     sandbox12: SandboxProcess) -> None:
+    class_id = sandbox12.admin.records("classes")[0]["sourcedId"]
+    assert client12.get(f"classes/{class_id}/lineItems", base=client12.rostering).status_code == 404
+    assert client12.get(f"classes/{class_id}/students", base=client12.rostering).status_code == 200
+    assert client12.get(f"classes/{class_id}/students").status_code == 404  # rostering lives under /rostering/

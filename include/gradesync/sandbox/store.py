@@ -184,7 +184,22 @@ class Store:
         sort: str | None = None,
         descending: bool = False,
     ) -> list[int]:
-        """Slots matching scopes and filter, in serving (or sorted) order; cached per version."""
+        """Slots matching scopes and filter, in serving (or sorted) order; cached per version.
+
+        Callers that page through the answer hold ``self.lock`` so no change lands in between.
+        """
+        with self.lock:
+            return self._select(name, scopes, predicates, joiner, sort, descending)
+
+    def _select(
+        self,
+        name: str,
+        scopes: tuple[Scope, ...],
+        predicates: tuple[Any, ...],
+        joiner: str,
+        sort: str | None,
+        descending: bool,
+    ) -> list[int]:
         collection = self.collections[name]
         if not scopes and not predicates and not sort:
             return collection.order

@@ -52,3 +52,30 @@ def test_admin_rejects_unknown_entities_and_v11_only_entities(fresh12: SandboxPr
         fresh12.admin.records("grades")
     with SandboxProcess(api="1.1", preset="tiny") as v11, pytest.raises(ValueError, match="not served"):
         v11.admin.records("assessment_results")
+
+
+def test_parallel_scans_while_data_changes(fresh12: SandboxProcess) -> None:
+    """Five concurrent extractors (IC's off-peak limit) and a teacher regrading at the same time."""
+    import threading
+
+    total = len(fresh12.admin.records("results"))
+    outcomes: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def scan() -> None:
+        try:
+            client = OneRosterClient(fresh12)
+            outcomes.append([r["sourcedId"] for r in client.all("results", "results", limit=20)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scan) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for _ in range(10):
+        fresh12.admin.modify("results", count=3)
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(outcomes) == 5 and all(sorted(ids) == sorted(outcomes[0]) and len(ids) == total for ids in outcomes)
+    assert fresh12.admin.stats()["max_concurrency"] >= 2

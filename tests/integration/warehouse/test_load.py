@@ -271,8 +271,8 @@ def test_every_entity_and_api_version_loads(wh: Warehouse, stage: Stager) -> Non
 
 def test_provenance_columns_and_object_storage_paths(wh: Warehouse, tmp_path: Any) -> None:
     """field_sources/record_source are stored; files may be path objects opened with .open('rb')."""
-    from gradesync.records import flatten_records
     from gradesync.entities import RESULTS
+    from gradesync.records import flatten_records
 
     table, _ = flatten_records(RESULTS, "1.2", [result(1), result(2)])
     table = table.append_column("field_sources", pa.array(['{"score": "ic"}', None]))

@@ -516,6 +516,143 @@ def _take(column: pd.Series, index: np.ndarray) -> pd.Series:
     return pd.Series(column.array.take(index), copy=False)
 
 
+class _RejectLog:
+    """Rejected row positions and their reasons, per side (0 = ic, 1 = vendor)."""
+
+    def __init__(self) -> None:
+        self._pos: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self._msgs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+
+    def add(self, side: int, pos: np.ndarray, msgs: np.ndarray | str) -> None:
+        if pos.size == 0:
+            return
+        self._pos[side].append(pos)
+        self._msgs[side].append(np.full(pos.size, msgs, dtype=object) if isinstance(msgs, str) else msgs)
+
+    def positions(self, side: int) -> np.ndarray:
+        return np.concatenate(self._pos[side]) if self._pos[side] else np.array([], dtype=np.int64)
+
+    def messages(self, side: int) -> np.ndarray:
+        return np.concatenate(self._msgs[side]) if self._msgs[side] else np.array([], dtype=object)
+
+
+@dataclass
+class _Rows:
+    """Output rows as positions into the two sides (-1 = none) and how they were formed."""
+
+    ic: np.ndarray
+    vendor: np.ndarray
+    source: np.ndarray  # 0 ic only, 1 vendor only, 2 both
+    match: np.ndarray  # 0 unmatched, 1 sourced_id, 2 + k natural key k
+
+    def select(self, which: np.ndarray) -> _Rows:
+        return _Rows(self.ic[which], self.vendor[which], self.source[which], self.match[which])
+
+    def primary(self, n_ic: int) -> np.ndarray:
+        """Row in the combined columns that holds the record's sourced_id (IC's when there is one)."""
+        return np.where(self.ic >= 0, self.ic, n_ic + self.vendor)
+
+
+def _validate_and_dedupe(side: _Side, codes: np.ndarray, dlm_key: np.ndarray, log: _RejectLog, index: int) -> tuple[np.ndarray, int]:
+    """Dedupe one side, log its invalid survivors; returns (alive mask, duplicates removed).
+
+    Dedupe runs before validity: the newest copy of a record decides, even when it is the invalid one.
+    Rows without sourced_id or dateLastModified cannot be deduped and are rejected as they are.
+    """
+    identified = (codes >= 0) & side.frame["date_last_modified"].notna().to_numpy()
+    keep = _keep_newest(codes, dlm_key, identified, side.raw)
+    joined = side.reasons.joined()
+    bad = np.zeros(len(side), dtype=bool)
+    bad[joined.index.to_numpy()] = True
+    rejected = bad & (keep | ~identified)
+    log.add(index, np.flatnonzero(rejected), joined[rejected[joined.index.to_numpy()]].to_numpy(dtype=object))
+    return keep & ~bad, int(identified.sum() - keep.sum())
+
+
+def _reject_counterparts(alive: list[np.ndarray], codes: list[np.ndarray], size: int, log: _RejectLog) -> None:
+    """Reject a record whose same-id record on the other side was rejected: merging it alone would let
+    one side overwrite every field the other side masters."""
+    first = [log.positions(0), log.positions(1)]
+    for this, other, other_name in ((0, 1, "vendor"), (1, 0, "ic")):
+        other_codes = codes[other][first[other]]
+        gone = np.zeros(size, dtype=bool)
+        gone[other_codes[other_codes >= 0]] = True
+        hit = alive[this] & (codes[this] >= 0) & gone[np.maximum(codes[this], 0)]
+        if hit.any():
+            log.add(this, np.flatnonzero(hit), f"counterpart rejected: the {other_name} record with this sourced_id was rejected")
+            alive[this] = alive[this] & ~hit
+
+
+def _pair(
+    alive: list[np.ndarray],
+    codes: list[np.ndarray],
+    size: int,
+    rules: EntityMergeRules,
+    kinds: Mapping[str, str],
+    combined: _Combined,
+    log: _RejectLog,
+    counts: dict[str, int],
+) -> tuple[_Rows, list[str | None]]:
+    """Pair records by sourced_id, then by each natural key; everything left is single-source."""
+    n_ic = alive[0].size
+    ic_at = np.full(size, -1, dtype=np.int64)
+    v_at = np.full(size, -1, dtype=np.int64)
+    ic_alive, v_alive = np.flatnonzero(alive[0]), np.flatnonzero(alive[1])
+    ic_at[codes[0][ic_alive]] = ic_alive
+    v_at[codes[1][v_alive]] = v_alive
+    both = np.flatnonzero((ic_at >= 0) & (v_at >= 0))
+    pair_ic, pair_v = [ic_at[both]], [v_at[both]]
+    pair_kind = [np.ones(both.size, dtype=np.int64)]
+    counts["matched_by_sourced_id"] = int(both.size)
+    pools = [alive[0].copy(), alive[1].copy()]
+    pools[0][pair_ic[0]] = False
+    pools[1][pair_v[0]] = False
+    labels: list[str | None] = [None, "sourced_id"]
+    for k, key in enumerate(rules.match_keys):
+        labels.append(f"natural_key:{'+'.join(key)}")
+        ic_cand, v_cand = np.flatnonzero(pools[0]), np.flatnonzero(pools[1])
+        if ic_cand.size == 0 or v_cand.size == 0:
+            continue
+        i_pos, v_pos, i_amb, v_amb, i_cnt, v_cnt = _natural_pass(key, kinds, combined, n_ic, ic_cand, v_cand)
+        pair_ic.append(i_pos)
+        pair_v.append(v_pos)
+        pair_kind.append(np.full(i_pos.size, 2 + k, dtype=np.int64))
+        counts["matched_by_natural_key"] += int(i_pos.size)
+        log.add(0, i_amb, _ambiguous_reason(key, i_cnt).to_numpy(dtype=object))
+        log.add(1, v_amb, _ambiguous_reason(key, v_cnt).to_numpy(dtype=object))
+        for pool, pos in ((pools[0], i_pos), (pools[0], i_amb), (pools[1], v_pos), (pools[1], v_amb)):
+            pool[pos] = False
+    only_ic, only_v = np.flatnonzero(pools[0]), np.flatnonzero(pools[1])
+    pairs = np.concatenate(pair_ic)
+    rows = _Rows(
+        ic=np.concatenate([only_ic, np.full(only_v.size, -1), pairs]).astype(np.int64),
+        vendor=np.concatenate([np.full(only_ic.size, -1), only_v, np.concatenate(pair_v)]).astype(np.int64),
+        source=np.concatenate([np.zeros(only_ic.size), np.ones(only_v.size), np.full(pairs.size, 2)]).astype(np.int8),
+        match=np.concatenate([np.zeros(only_ic.size + only_v.size, dtype=np.int64), *pair_kind]),
+    )
+    return rows, labels
+
+
+def _pick_vendor(
+    rules: EntityMergeRules, columns: list[str], combined: _Combined, dlm_key: np.ndarray, p_ic: np.ndarray, p_v: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per column, for each pair (rows ``p_ic``/``p_v`` of the combined columns): does the vendor value win?"""
+    newer_vendor = dlm_key[p_v] < dlm_key[p_ic]  # the key is -dlm: smaller is newer; ties stay with IC
+    picks: dict[str, np.ndarray] = {}
+    for column in columns:
+        master = rules.master_for(column)
+        if master == "newest":
+            pick = newer_vendor
+        else:
+            pick = np.full(p_ic.size, master == "vendor")
+        if rules.fill_nulls and column != "sourced_id" and p_ic.size:
+            missing = combined[column].isna().to_numpy()
+            ic_missing, v_missing = missing[p_ic], missing[p_v]
+            pick = np.where(pick, ~v_missing | ic_missing, ic_missing & ~v_missing)
+        picks[column] = pick
+    return picks
+
+
 def merge_entity(
     entity: Entity,
     ic: pd.DataFrame,
@@ -555,181 +692,82 @@ def merge_entity(
             raise ValueError(f"known_parents names {column!r}, which is not a {entity.name} column in OneRoster {version}")
 
     sides = [_prepare("ic", ic, layout, rules, None), _prepare("vendor", vendor, layout, rules, parent_id_maps)]
-    ic_side, v_side = sides
-    n_ic = len(ic_side)
+    n_ic = len(sides[0])
     counts = dict.fromkeys(COUNT_KEYS, 0)
-    counts["ic_in"], counts["vendor_in"] = n_ic, len(v_side)
-    combined = _Combined(ic_side.frame, v_side.frame)
-    # codes are ranks of sourced_id, so the final sort is an integer argsort
-    id_codes = _rank_codes(combined["sourced_id"])
+    counts["ic_in"], counts["vendor_in"] = n_ic, len(sides[1])
+    combined = _Combined(sides[0].frame, sides[1].frame)
+    id_codes = _rank_codes(combined["sourced_id"])  # ranks: the final sort is an integer argsort
     dlm_key = _newest_first_key(combined["date_last_modified"])
-
-    rejected: list[tuple[str, np.ndarray, np.ndarray]] = []  # (side, positions, reasons)
-    alive: list[np.ndarray] = []
-    for side, offset in ((ic_side, 0), (v_side, n_ic)):
-        codes = id_codes[offset : offset + len(side)]
-        frame = side.frame
-        identified = (codes >= 0) & frame["date_last_modified"].notna().to_numpy()
-        keep = _keep_newest(codes, dlm_key[offset : offset + len(side)], identified, side.raw)
-        counts[f"duplicates_{side.name}"] = int(identified.sum() - keep.sum())
-        joined = side.reasons.joined()
-        bad_pos = joined.index.to_numpy()
-        bad_pos_mask = np.zeros(len(side), dtype=bool)
-        bad_pos_mask[bad_pos] = True
-        rejected_here = bad_pos_mask & (keep | ~identified)
-        rejected.append((side.name, np.flatnonzero(rejected_here), joined[rejected_here[bad_pos]].to_numpy(dtype=object)))
-        alive.append(keep & ~bad_pos_mask)
-
-    # a record whose same-id counterpart on the other side was rejected is rejected too: merging it alone
-    # would let one side overwrite every field the other side masters
-    ic_codes, v_codes = id_codes[:n_ic], id_codes[n_ic:]
+    codes = [id_codes[:n_ic], id_codes[n_ic:]]
     size = max(int(id_codes.max()) + 1 if len(id_codes) else 0, 1)  # at least 1: code -1 rows index slot 0
-    for this, this_codes, other_codes, (other_name, other_pos, _) in (
-        (0, ic_codes, v_codes, rejected[1]),
-        (1, v_codes, ic_codes, rejected[0]),
-    ):
-        gone = np.zeros(size, dtype=bool)
-        gone[other_codes[other_pos][other_codes[other_pos] >= 0]] = True
-        hit = alive[this] & gone[np.maximum(this_codes, 0)] & (this_codes >= 0)
-        if hit.any():
-            pos = np.flatnonzero(hit)
-            msg = f"counterpart rejected: the {other_name} record with this sourced_id was rejected"
-            name, old_pos, old_msg = rejected[this]
-            rejected[this] = (name, np.concatenate([old_pos, pos]), np.concatenate([old_msg, np.full(pos.size, msg, dtype=object)]))
-            alive[this] = alive[this] & ~hit
 
-    # pair by sourced_id
-    ic_at = np.full(size, -1, dtype=np.int64)
-    v_at = np.full(size, -1, dtype=np.int64)
-    ic_alive, v_alive = np.flatnonzero(alive[0]), np.flatnonzero(alive[1])
-    ic_at[ic_codes[ic_alive]] = ic_alive
-    v_at[v_codes[v_alive]] = v_alive
-    both_codes = np.flatnonzero((ic_at >= 0) & (v_at >= 0))
-    pair_ic, pair_v = [ic_at[both_codes]], [v_at[both_codes]]
-    pair_kind = [np.ones(both_codes.size, dtype=np.int64)]
-    counts["matched_by_sourced_id"] = int(both_codes.size)
+    log = _RejectLog()
+    alive = []
+    for index, (side, side_codes, side_dlm) in enumerate(zip(sides, codes, (dlm_key[:n_ic], dlm_key[n_ic:]), strict=True)):
+        side_alive, duplicates = _validate_and_dedupe(side, side_codes, side_dlm, log, index)
+        alive.append(side_alive)
+        counts[f"duplicates_{side.name}"] = duplicates
+    _reject_counterparts(alive, codes, size, log)
+    rows, match_labels = _pair(alive, codes, size, rules, kinds, combined, log, counts)
+    rows = rows.select(np.argsort(id_codes[rows.primary(n_ic)], kind="stable"))
 
-    ic_pool = alive[0].copy()
-    v_pool = alive[1].copy()
-    ic_pool[pair_ic[0]] = False
-    v_pool[pair_v[0]] = False
-    match_labels: list[str | None] = [None, "sourced_id"]
-    for k, key in enumerate(rules.match_keys):
-        match_labels.append(f"natural_key:{'+'.join(key)}")
-        ic_cand, v_cand = np.flatnonzero(ic_pool), np.flatnonzero(v_pool)
-        if ic_cand.size == 0 or v_cand.size == 0:
-            continue
-        i_pos, v_pos, i_amb, v_amb, i_cnt, v_cnt = _natural_pass(key, kinds, combined, n_ic, ic_cand, v_cand)
-        pair_ic.append(i_pos)
-        pair_v.append(v_pos)
-        pair_kind.append(np.full(i_pos.size, 2 + k, dtype=np.int64))
-        counts["matched_by_natural_key"] += int(i_pos.size)
-        for side_index, pos, cnt in ((0, i_amb, i_cnt), (1, v_amb, v_cnt)):
-            if pos.size:
-                name, old_pos, old_msg = rejected[side_index]
-                msgs = _ambiguous_reason(key, cnt).to_numpy(dtype=object)
-                rejected[side_index] = (name, np.concatenate([old_pos, pos]), np.concatenate([old_msg, msgs]))
-        for pool, pos in ((ic_pool, i_pos), (ic_pool, i_amb), (v_pool, v_pos), (v_pool, v_amb)):
-            pool[pos] = False
-
-    # output rows: ic-only, vendor-only, pairs; record_source 0 ic, 1 vendor, 2 both
-    pairs_ic, pairs_v, kind = np.concatenate(pair_ic), np.concatenate(pair_v), np.concatenate(pair_kind)
-    only_ic, only_v = np.flatnonzero(ic_pool), np.flatnonzero(v_pool)
-    row_ic = np.concatenate([only_ic, np.full(only_v.size, -1), pairs_ic]).astype(np.int64)
-    row_v = np.concatenate([np.full(only_ic.size, -1), only_v, pairs_v]).astype(np.int64)
-    row_source = np.concatenate([np.zeros(only_ic.size), np.ones(only_v.size), np.full(pairs_ic.size, 2)]).astype(np.int8)
-    row_match = np.concatenate([np.zeros(only_ic.size + only_v.size, dtype=np.int64), kind])
-    primary = np.where(row_ic >= 0, row_ic, n_ic + row_v)
-    order = np.argsort(id_codes[primary], kind="stable")
-    row_ic, row_v, row_source, row_match, primary = (a[order] for a in (row_ic, row_v, row_source, row_match, primary))
-
-    # per-column pick for paired rows
-    paired = np.flatnonzero(row_source == 2)
-    p_ic, p_v = row_ic[paired], n_ic + row_v[paired]
-    newer_vendor = dlm_key[p_v] < dlm_key[p_ic]  # key is -dlm: smaller is newer; ties stay with IC
-    choose_vendor: dict[str, np.ndarray] = {}
-    for column in columns:
-        master = rules.master_for(column)
-        if master == "ic":
-            pick = np.zeros(paired.size, dtype=bool)
-        elif master == "vendor":
-            pick = np.ones(paired.size, dtype=bool)
-        else:
-            pick = newer_vendor
-        if rules.fill_nulls and column != "sourced_id" and paired.size:
-            missing = combined[column].isna().to_numpy()
-            ic_missing, v_missing = missing[p_ic], missing[p_v]
-            pick = np.where(pick, ~v_missing | ic_missing, ic_missing & ~v_missing)
-        choose_vendor[column] = pick
+    paired = np.flatnonzero(rows.source == 2)
+    picks = _pick_vendor(rules, columns, combined, dlm_key, rows.ic[paired], n_ic + rows.vendor[paired])
 
     def column_index(column: str) -> np.ndarray:
-        index = primary.copy()
-        index[paired] = np.where(choose_vendor[column], p_v, p_ic)
+        index = rows.primary(n_ic)
+        index[paired] = np.where(picks[column], n_ic + rows.vendor[paired], rows.ic[paired])
         return index
 
-    # references: a merged record pointing at an unknown parent is rejected with its raw records
+    # references: a merged record pointing at an unknown parent is rejected with each of its raw records
     if known_parents:
-        unknown = np.zeros(primary.size, dtype=bool)
-        reason = np.full(primary.size, None, dtype=object)
+        unknown = np.zeros(rows.source.size, dtype=bool)
+        reason = np.full(rows.source.size, None, dtype=object)
         for column, known in known_parents.items():
             all_codes, uniques = combined.codes(column)
             index = column_index(column)
-            codes = all_codes[index]
+            ref_codes = all_codes[index]
             ok = _is_in(uniques, known) if len(uniques) else np.zeros(1, dtype=bool)
-            bad = (codes >= 0) & ~ok[np.maximum(codes, 0)] & ~unknown
+            bad = (ref_codes >= 0) & ~ok[np.maximum(ref_codes, 0)] & ~unknown
             if bad.any():
-                parent = entity.parents.get(column, column)
                 values = _take(combined[column], index[bad])
+                parent = entity.parents.get(column, column)
                 text = f"unknown reference: {column} " + _quoted(values) + f" is not a known {parent} record"
                 reason[bad] = text.to_numpy(dtype=object)
                 unknown |= bad
         if unknown.any():
-            for side_index, rows in ((0, row_ic), (1, row_v)):
-                pos = rows[unknown]
-                has = pos >= 0
-                name, old_pos, old_msg = rejected[side_index]
-                rejected[side_index] = (
-                    name,
-                    np.concatenate([old_pos, pos[has]]),
-                    np.concatenate([old_msg, reason[unknown][has]]),
-                )
-            keep_rows = ~unknown
-            row_ic, row_v, row_source, row_match, primary = (
-                a[keep_rows] for a in (row_ic, row_v, row_source, row_match, primary)
-            )
-            paired_keep = keep_rows[paired]
-            paired = np.flatnonzero(row_source == 2)
-            p_ic, p_v = p_ic[paired_keep], p_v[paired_keep]
-            choose_vendor = {c: pick[paired_keep] for c, pick in choose_vendor.items()}
+            for side_index, positions in ((0, rows.ic[unknown]), (1, rows.vendor[unknown])):
+                log.add(side_index, positions[positions >= 0], reason[unknown][positions >= 0])
+            kept_pairs = ~unknown[paired]
+            rows = rows.select(~unknown)
+            paired = np.flatnonzero(rows.source == 2)
+            picks = {column: pick[kept_pairs] for column, pick in picks.items()}
 
     # build the output once, column by column; Arrow and numpy release the GIL while gathering
     sources = {column: combined[column] for column in columns}
     with ThreadPoolExecutor(max_workers=_GATHER_THREADS) as pool:
-        gathered = pool.map(lambda c: _take(sources[c], column_index(c)), columns)
-        out: dict[str, pd.Series] = dict(zip(columns, gathered, strict=True))
+        out: dict[str, pd.Series] = dict(zip(columns, pool.map(lambda c: _take(sources[c], column_index(c)), columns), strict=True))
     bits = np.zeros(paired.size, dtype=np.int64)
     for j, column in enumerate(columns):
-        bits |= choose_vendor[column].astype(np.int64) << j
-    natural_rows = row_match >= 2
-    vendor_ids = np.full(primary.size, None, dtype=object)
-    vendor_ids[natural_rows] = _take(combined["sourced_id"], n_ic + row_v[natural_rows]).to_numpy(dtype=object)
-    out["field_sources"] = pd.Series(
-        _lineage(columns, row_source, row_match, bits, vendor_ids, match_labels, rules.fingerprint()), copy=False
-    )
+        bits |= picks[column].astype(np.int64) << j
+    natural = rows.match >= 2
+    vendor_ids = np.full(rows.source.size, None, dtype=object)
+    vendor_ids[natural] = _take(combined["sourced_id"], n_ic + rows.vendor[natural]).to_numpy(dtype=object)
+    lineage = _lineage(columns, rows.source, rows.match, bits, vendor_ids, match_labels, rules.fingerprint())
+    out["field_sources"] = pd.Series(lineage, copy=False)
     out["record_source"] = pd.Series(
-        pd.Categorical.from_codes(row_source, categories=pd.Index(RECORD_SOURCES, dtype=STR_DTYPE)), copy=False
+        pd.Categorical.from_codes(rows.source, categories=pd.Index(RECORD_SOURCES, dtype=STR_DTYPE)), copy=False
     )
     merged = pd.DataFrame(out, copy=False)
     merged.index = pd.RangeIndex(len(merged))
-
     id_map = pd.Series(
-        out["sourced_id"][natural_rows].to_numpy(dtype=object),
-        index=pd.Index(vendor_ids[natural_rows], dtype=STR_DTYPE, name="vendor_sourced_id"),
+        out["sourced_id"][natural].to_numpy(dtype=object),
+        index=pd.Index(vendor_ids[natural], dtype=STR_DTYPE, name="vendor_sourced_id"),
         dtype=STR_DTYPE,
         name="ic_sourced_id",
     ).sort_index()
 
-    rejects, reject_dups = _rejects_frame(entity.name, run_id, sides, rejected)
+    rejects, reject_dups = _rejects_frame(entity.name, run_id, sides, log)
     counts["duplicates_ic"] += reject_dups["ic"]
     counts["duplicates_vendor"] += reject_dups["vendor"]
     counts["rejected_ic"] = int((rejects["source"] == "ic").sum())
@@ -740,11 +778,12 @@ def merge_entity(
 
 
 def _rejects_frame(
-    entity_name: str, run_id: str, sides: list[_Side], rejected: list[tuple[str, np.ndarray, np.ndarray]]
+    entity_name: str, run_id: str, sides: list[_Side], log: _RejectLog
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Rejects with the raw records; exact repeats of one raw record collapse into one (a duplicate)."""
     parts = []
-    for side, (name, pos, msgs) in zip(sides, rejected, strict=True):
+    for index, side in enumerate(sides):
+        pos, msgs, name = log.positions(index), log.messages(index), side.name
         if pos.size == 0:
             continue
         parts.append(

@@ -42,6 +42,11 @@ def _as_datetime(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def _run_type(dag_run: Any) -> str | None:
+    value = getattr(dag_run, "run_type", None)
+    return None if value is None else str(getattr(value, "value", value))
+
+
 def build_dag(config: IntegrationConfig) -> Any:
     """The DAG ``grade_sync_<name>`` for one integration."""
     from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
@@ -108,6 +113,7 @@ def build_dag(config: IntegrationConfig) -> Any:
                 config, entity, run_id=context["run_id"], selected=list(run_params.get("entities") or entities),
                 full_refresh=bool(run_params.get("full_refresh")), since=_as_datetime(run_params.get("since")),
                 interval_start=_as_datetime(interval_start), interval_end=_as_datetime(interval_end),
+                run_type=_run_type(context.get("dag_run")),
             )
 
         @task(task_id="dedupe", doc_md=DOCS["dedupe"])

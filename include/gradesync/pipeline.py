@@ -27,6 +27,7 @@ from gradesync.records import arrow_schema
 log = logging.getLogger("gradesync.pipeline")
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+INTERVAL_RUN_TYPES = ("scheduled", "backfill")
 
 
 
@@ -67,12 +68,14 @@ def resolve_window(
     interval_start: datetime | None = None,
     interval_end: datetime | None = None,
     watermark: datetime | None = None,
+    run_type: str | None = "scheduled",
 ) -> Window:
     """Decide full vs. delta for one entity of one run.
 
     Order: an explicit full refresh; an explicit ``since``; no watermark yet (first load is full);
-    the weekly full-sync day of a scheduled run; the run's data interval; else the stored watermark
-    (manual runs have no real interval).
+    the weekly full-sync day of a scheduled run; the data interval of a scheduled or backfill run;
+    else the stored watermark. Manual runs use the watermark even though Airflow infers an interval
+    for them: that interval is the last scheduled one, not what changed since the last load.
     """
     if full_refresh:
         return Window(True, reason="full_refresh requested")
@@ -80,7 +83,12 @@ def resolve_window(
         return Window(False, since=since, reason="since requested")
     if watermark is None:
         return Window(True, reason="no watermark yet: first load is a full sync")
-    has_interval = interval_start is not None and interval_end is not None and interval_end > interval_start
+    has_interval = (
+        run_type in INTERVAL_RUN_TYPES
+        and interval_start is not None
+        and interval_end is not None
+        and interval_end > interval_start
+    )
     if has_interval:
         assert interval_start is not None and interval_end is not None
         if config.full_sync_weekday is not None:
@@ -218,6 +226,7 @@ def extract_step(
     since: datetime | None = None,
     interval_start: datetime | None = None,
     interval_end: datetime | None = None,
+    run_type: str | None = None,
 ) -> dict[str, Any]:
     """Stream one entity from IC into staged Parquet parts and return their manifest."""
     from gradesync.extract import extract_entity
@@ -229,7 +238,7 @@ def extract_step(
     watermark = open_warehouse(config).get_watermark(config.name, entity_name)
     window = resolve_window(
         config, full_refresh=full_refresh, since=since, interval_start=interval_start,
-        interval_end=interval_end, watermark=watermark,
+        interval_end=interval_end, watermark=watermark, run_type=run_type,
     )
     log.info("Extracting %s: %s (%s)", entity_name,
              "full sync" if window.full else f"changed after {window.since} up to {window.until or 'now'}",

@@ -99,8 +99,13 @@ def _normalise(value: Any) -> Any:
 
 
 def assert_warehouse_matches_sandbox(warehouse: Any, config: IntegrationConfig, sandbox: Any,
-                                     entities: list[str] | None = None) -> dict[str, int]:
-    """Every sandbox record is in the warehouse with every field equal, and nothing else is."""
+                                     entities: list[str] | None = None,
+                                     vanished: dict[str, set[str]] | None = None) -> dict[str, int]:
+    """Every sandbox record is in the warehouse with every field equal, and nothing else is.
+
+    ``vanished`` names records IC no longer serves: they must still be in the warehouse (history is
+    never physically removed), and the caller checks how they are marked.
+    """
     compared: dict[str, int] = {}
     for name in entities or config.selected_entities:
         entity = get_entity(name)
@@ -109,6 +114,9 @@ def assert_warehouse_matches_sandbox(warehouse: Any, config: IntegrationConfig, 
         expected = {row["sourced_id"]: row for row in truth.to_pylist()}
         stored = warehouse.read_table(name, config.name)
         actual = {row["sourced_id"]: row for row in stored.to_dict("records")}
+        gone = (vanished or {}).get(name, set())
+        assert gone <= set(actual), (name, "vanished records were removed from the warehouse", gone - set(actual))
+        actual = {k: v for k, v in actual.items() if k not in gone}
         assert set(actual) == set(expected), (name, set(expected) ^ set(actual))
         for sourced_id, want in expected.items():
             got = actual[sourced_id]

@@ -32,6 +32,16 @@ def test_manual_run_without_interval_uses_the_watermark() -> None:
     assert window == Window(False, MARK, None, "stored watermark")
 
 
+def test_manual_run_ignores_the_interval_airflow_infers_for_it() -> None:
+    window = resolve_window(CONFIG, interval_start=TUE, interval_end=WED, watermark=MARK, run_type="manual")
+    assert window == Window(False, MARK, None, "stored watermark")
+
+
+def test_backfill_runs_extract_their_own_interval() -> None:
+    window = resolve_window(CONFIG, interval_start=TUE, interval_end=WED, watermark=MARK, run_type="backfill")
+    assert window == Window(False, TUE, WED, "data interval")
+
+
 def test_params_win_over_everything() -> None:
     assert resolve_window(CONFIG, full_refresh=True, interval_start=TUE, interval_end=WED, watermark=MARK).full
     since = datetime(2026, 1, 1, tzinfo=UTC)

@@ -65,8 +65,11 @@ RULES = EntityMergeRules.model_validate(
             "missing": "newest",
         },
         "mappings": [
-            {"type": "map_values", "column": "score_status",
-             "values": {"ext:GR": "fully graded", "ext:MS": "not submitted", "ext:EX": "exempt"}},
+            {
+                "type": "map_values",
+                "column": "score_status",
+                "values": {"ext:GR": "fully graded", "ext:MS": "not submitted", "ext:EX": "exempt"},
+            },
             {"type": "scale", "column": "score", "factor": 100, "round": 2},
             {"type": "score_scale", "scale": {"A": 95, "B": 85, "C": 75, "D": 65, "F": 50}},
         ],
@@ -120,29 +123,62 @@ def generate(directory: Path) -> None:
         "late": rng.random(N_IC) < 0.1,
         "missing": rng.random(N_IC) < 0.05,
     }
-    pq.write_table(pa.table({k: pa.array(np.broadcast_to(v, N_IC) if v is not None else [None] * N_IC,
-                                          type=schema.field(k).type, from_pandas=True) for k, v in ic.items()},
-                            schema=schema), directory / "ic.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                k: pa.array(
+                    np.broadcast_to(v, N_IC) if v is not None else [None] * N_IC,
+                    type=schema.field(k).type,
+                    from_pandas=True,
+                )
+                for k, v in ic.items()
+            },
+            schema=schema,
+        ),
+        directory / "ic.parquet",
+    )
 
     # vendor: 50k same id, 30k other id same (line item, student), 15k vendor-only (new students),
     # 2k ambiguous (pairs sharing one IC result's key), 1k duplicates, 1k bad score, 1k unknown line item
     picks = rng.choice(unique_ic, 83_000, replace=False)
-    same_id, natural, ambiguous_src, bad_score = picks[:50_000], picks[50_000:80_000], picks[80_000:81_000], picks[81_000:82_000]
+    same_id, natural, ambiguous_src, bad_score = (
+        picks[:50_000],
+        picks[50_000:80_000],
+        picks[80_000:81_000],
+        picks[81_000:82_000],
+    )
     n_only = 15_000
     only_li = rng.integers(0, N_LINE_ITEMS, n_only)
-    v_ids = np.concatenate([
-        ic_result_ids[same_id],
-        _ids("ve-", np.arange(30_000)),
-        _ids("vo-", np.arange(n_only)),
-        _ids("va-", np.arange(2_000)),
-        ic_result_ids[bad_score],
-        _ids("vu-", np.arange(1_000)),
-    ])
-    v_li = np.concatenate([li_ids[li[same_id]], li_ids[li[natural]], li_ids[only_li],
-                           np.repeat(li_ids[li[ambiguous_src]], 2), li_ids[li[bad_score]], _ids("lx-", np.arange(1_000))])
-    v_st = np.concatenate([st_ids[student[same_id]], st_ids[student[natural]], _ids("sn-", np.arange(n_only)),
-                           np.repeat(st_ids[student[ambiguous_src]], 2), st_ids[student[bad_score]],
-                           st_ids[rng.integers(0, N_STUDENTS, 1_000)]])
+    v_ids = np.concatenate(
+        [
+            ic_result_ids[same_id],
+            _ids("ve-", np.arange(30_000)),
+            _ids("vo-", np.arange(n_only)),
+            _ids("va-", np.arange(2_000)),
+            ic_result_ids[bad_score],
+            _ids("vu-", np.arange(1_000)),
+        ]
+    )
+    v_li = np.concatenate(
+        [
+            li_ids[li[same_id]],
+            li_ids[li[natural]],
+            li_ids[only_li],
+            np.repeat(li_ids[li[ambiguous_src]], 2),
+            li_ids[li[bad_score]],
+            _ids("lx-", np.arange(1_000)),
+        ]
+    )
+    v_st = np.concatenate(
+        [
+            st_ids[student[same_id]],
+            st_ids[student[natural]],
+            _ids("sn-", np.arange(n_only)),
+            np.repeat(st_ids[student[ambiguous_src]], 2),
+            st_ids[student[bad_score]],
+            st_ids[rng.integers(0, N_STUDENTS, 1_000)],
+        ]
+    )
     n_v = v_ids.size
     dup = rng.choice(50_000, 1_000, replace=False)  # re-sent copies of id-matched vendor rows
     order = np.concatenate([np.arange(n_v), dup])
@@ -151,19 +187,21 @@ def generate(directory: Path) -> None:
     letters = np.array(["A", "B", "C", "D", "F"])
     score = np.round(rng.random(n_v), 3).astype(object)
     score[-2_000:-1_000] = "n/a"
-    vendor = pd.DataFrame({
-        "sourced_id": v_ids[order],
-        "status": "active",
-        "date_last_modified": pd.to_datetime(_stamp(rng.integers(30, 90, n_total))).tz_localize("UTC"),
-        "line_item_sourced_id": v_li[order],
-        "student_sourced_id": v_st[order],
-        "score_status": rng.choice(np.array(["ext:GR", "ext:MS", "ext:EX"]), n_total),
-        "score": np.where(rng.random(n_total) < 0.8, score[order], None),
-        "text_score": np.where(rng.random(n_total) < 0.3, letters[rng.integers(0, 5, n_total)], None),
-        "comment": np.where(rng.random(n_total) < 0.2, "graded in LMS", None),
-        "late": rng.random(n_total) < 0.1,
-        "missing": rng.random(n_total) < 0.05,
-    })
+    vendor = pd.DataFrame(
+        {
+            "sourced_id": v_ids[order],
+            "status": "active",
+            "date_last_modified": pd.to_datetime(_stamp(rng.integers(30, 90, n_total))).tz_localize("UTC"),
+            "line_item_sourced_id": v_li[order],
+            "student_sourced_id": v_st[order],
+            "score_status": rng.choice(np.array(["ext:GR", "ext:MS", "ext:EX"]), n_total),
+            "score": np.where(rng.random(n_total) < 0.8, score[order], None),
+            "text_score": np.where(rng.random(n_total) < 0.3, letters[rng.integers(0, 5, n_total)], None),
+            "comment": np.where(rng.random(n_total) < 0.2, "graded in LMS", None),
+            "late": rng.random(n_total) < 0.1,
+            "missing": rng.random(n_total) < 0.05,
+        }
+    )
     # the vendor's table stores score as text, the way a loosely typed vendor table would
     vendor["score"] = vendor["score"].astype("str")
     pq.write_table(pa.Table.from_pandas(vendor, preserve_index=False), directory / "vendor.parquet")
@@ -188,7 +226,11 @@ def measure_once(directory: Path) -> dict[str, float]:
     """One run in this process: read staging, merge, report time and RSS peak above the baseline."""
     ic = pq.read_table(directory / "ic.parquet").to_pandas()
     vendor = pq.read_table(directory / "vendor.parquet").to_pandas()
-    known = {"line_item_sourced_id": pd.Index(pq.read_table(directory / "line_items.parquet").to_pandas()["sourced_id"])}
+    known = {
+        "line_item_sourced_id": pd.Index(
+            pq.read_table(directory / "line_items.parquet").to_pandas()["sourced_id"]
+        )
+    }
     input_bytes = int(ic.memory_usage(deep=True).sum() + vendor.memory_usage(deep=True).sum())
     _release()
     baseline = peak = _rss()
@@ -235,17 +277,27 @@ def main(argv: list[str]) -> int:
         directory = Path(tmp)
         started = time.perf_counter()
         generate(directory)
-        print(f"generated {N_IC:,} IC + {N_VENDOR:,} vendor results in {time.perf_counter() - started:.1f} s; "
-              f"{args.runs} runs, each in a fresh process", flush=True)
+        print(
+            f"generated {N_IC:,} IC + {N_VENDOR:,} vendor results in {time.perf_counter() - started:.1f} s; "
+            f"{args.runs} runs, each in a fresh process",
+            flush=True,
+        )
         runs = []
         for i in range(args.runs):
-            out = subprocess.run([sys.executable, __file__, "--child", str(directory)],
-                                 check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(directory)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             run = json.loads(out.stdout)
             runs.append(run)
-            print(f"  run {i + 1}: {run['seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU, "
-                  f"peak +{run['peak_bytes'] / 2**20:,.0f} MiB (1-min load average {run['load']:.1f} "
-                  f"on {os.cpu_count()} cores)", flush=True)
+            print(
+                f"  run {i + 1}: {run['seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU, "
+                f"peak +{run['peak_bytes'] / 2**20:,.0f} MiB (1-min load average {run['load']:.1f} "
+                f"on {os.cpu_count()} cores)",
+                flush=True,
+            )
     seconds = statistics.median(r["seconds"] for r in runs)
     cpu_seconds = statistics.median(r["cpu_seconds"] for r in runs)
     peak = statistics.median(r["peak_bytes"] for r in runs)
@@ -253,13 +305,19 @@ def main(argv: list[str]) -> int:
     ratio = peak / input_bytes
     print(f"counts: {runs[0]['counts']}")
     print(f"rejects by kind: {runs[0]['rejects_by_kind']}")
-    print(f"input DataFrames (memory_usage deep): {input_bytes / 2**20:,.0f} MiB; "
-          f"merged output: {runs[0]['merged_bytes'] / 2**20:,.0f} MiB")
+    print(
+        f"input DataFrames (memory_usage deep): {input_bytes / 2**20:,.0f} MiB; "
+        f"merged output: {runs[0]['merged_bytes'] / 2**20:,.0f} MiB"
+    )
     time_ok, memory_ok = seconds < TARGET_SECONDS, ratio < TARGET_MEMORY_RATIO
-    print(f"merge time (median of {len(runs)}):  {seconds:6.2f} s    target < {TARGET_SECONDS:.0f} s    "
-          f"{'ok' if time_ok else 'MISSED'}    (CPU {cpu_seconds:.2f} s)")
-    print(f"peak memory (median, RSS delta):    {peak / 2**20:6,.0f} MiB = {ratio:.2f}x input    "
-          f"target < {TARGET_MEMORY_RATIO:.0f}x input    {'ok' if memory_ok else 'MISSED'}")
+    print(
+        f"merge time (median of {len(runs)}):  {seconds:6.2f} s    target < {TARGET_SECONDS:.0f} s    "
+        f"{'ok' if time_ok else 'MISSED'}    (CPU {cpu_seconds:.2f} s)"
+    )
+    print(
+        f"peak memory (median, RSS delta):    {peak / 2**20:6,.0f} MiB = {ratio:.2f}x input    "
+        f"target < {TARGET_MEMORY_RATIO:.0f}x input    {'ok' if memory_ok else 'MISSED'}"
+    )
     return 0 if time_ok and memory_ok else 1
 
 

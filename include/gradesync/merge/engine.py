@@ -119,7 +119,10 @@ def check_reject_rate(
     rejected = staging_rejected + sum(o.counts["rejected"] for o in named.values())
     rate = rejected / total if total else 0.0
     if rate > threshold:
-        detail = ", ".join(f"{name} {o.counts['rejected']}/{o.counts['ic_in'] + o.counts['vendor_in']}" for name, o in named.items())
+        detail = ", ".join(
+            f"{name} {o.counts['rejected']}/{o.counts['ic_in'] + o.counts['vendor_in']}"
+            for name, o in named.items()
+        )
         raise RejectRateExceeded(
             f"reject rate {rate:.2%} exceeds the threshold {threshold:.2%} ({rejected} of {total} records; {detail}); "
             "see the rejects table for reasons, or raise merge_rules.reject_rate_threshold"
@@ -137,7 +140,9 @@ def _newest_first_key(dlm: pd.Series) -> np.ndarray:
     return np.where(missing, _I64_MAX, -np.where(missing, 0, values))
 
 
-def _keep_newest(codes: np.ndarray, dlm_key: np.ndarray, eligible: np.ndarray, raw: pd.DataFrame) -> np.ndarray:
+def _keep_newest(
+    codes: np.ndarray, dlm_key: np.ndarray, eligible: np.ndarray, raw: pd.DataFrame
+) -> np.ndarray:
     """Mask of rows to keep: per code among ``eligible`` rows, the newest; ties by content hash of ``raw``."""
     keep = eligible.copy()
     if not eligible.any():
@@ -262,7 +267,9 @@ def _prepare(
             replaced[m.column] = _map_values(replaced.get(m.column, work[m.column]), m, reasons)
     by_column = {f.column: f for f in layout}
     defaulted = {m.column for m in mappings if isinstance(m, DefaultMapping)}
-    missing = [f.column for f in layout if f.required and f.column not in work.columns and f.column not in defaulted]
+    missing = [
+        f.column for f in layout if f.required and f.column not in work.columns and f.column not in defaulted
+    ]
     if n and missing:
         raise ValueError(
             f"{name} frame lacks required column(s) {', '.join(missing)}; pass the staging layout, "
@@ -312,7 +319,11 @@ def _prepare(
     for m in mappings:
         if isinstance(m, DefaultMapping) and m.column in columns:
             kind = by_column[m.column].kind
-            value = json.dumps(m.value, sort_keys=True) if kind == "json" and not isinstance(m.value, str) else m.value
+            value = (
+                json.dumps(m.value, sort_keys=True)
+                if kind == "json" and not isinstance(m.value, str)
+                else m.value
+            )
             constant = coerce(pd.Series([value], dtype=object), kind, m.column)[0]
             columns[m.column] = columns[m.column].fillna(constant.iloc[0])
     for f in layout:
@@ -434,7 +445,9 @@ def _lineage(
         heads = pd.Series(np.array([h for h, _ in parts], dtype=object)[codes[natural]], dtype=STR_DTYPE)
         bodies = pd.Series(np.array([b for _, b in parts], dtype=object)[codes[natural]], dtype=STR_DTYPE)
         # {"_vendor_sourced_id":"..."} encoded by to_json, braces cut off
-        encoded = pd.Series(json_lines(pd.DataFrame({"_vendor_sourced_id": vendor_ids[natural]})), dtype=STR_DTYPE)
+        encoded = pd.Series(
+            json_lines(pd.DataFrame({"_vendor_sourced_id": vendor_ids[natural]})), dtype=STR_DTYPE
+        )
         texts = heads + "," + encoded.str.slice(1, -1) + "," + bodies
         codes[natural] = len(categories) + np.arange(natural.size, dtype=np.int32)
         categories = pd.concat([categories, texts], ignore_index=True)
@@ -450,7 +463,9 @@ def _lineage(
 def _layout(entity: Entity, api_version: str | None, present: set[str]) -> tuple[str, list[Field]]:
     if api_version is not None:
         if api_version not in entity.versions:
-            raise ValueError(f"{entity.name} does not exist in OneRoster {api_version}; it is served by {entity.versions}")
+            raise ValueError(
+                f"{entity.name} does not exist in OneRoster {api_version}; it is served by {entity.versions}"
+            )
         return api_version, list(entity.fields_for(api_version))
     for version in entity.versions:
         fields = entity.fields_for(version)
@@ -553,7 +568,9 @@ class _Rows:
         return np.where(self.ic >= 0, self.ic, n_ic + self.vendor)
 
 
-def _validate_and_dedupe(side: _Side, codes: np.ndarray, dlm_key: np.ndarray, log: _RejectLog, index: int) -> tuple[np.ndarray, int]:
+def _validate_and_dedupe(
+    side: _Side, codes: np.ndarray, dlm_key: np.ndarray, log: _RejectLog, index: int
+) -> tuple[np.ndarray, int]:
     """Dedupe one side, log its invalid survivors; returns (alive mask, duplicates removed).
 
     Dedupe runs before validity: the newest copy of a record decides, even when it is the invalid one.
@@ -569,7 +586,9 @@ def _validate_and_dedupe(side: _Side, codes: np.ndarray, dlm_key: np.ndarray, lo
     return keep & ~bad, int(identified.sum() - keep.sum())
 
 
-def _reject_counterparts(alive: list[np.ndarray], codes: list[np.ndarray], size: int, log: _RejectLog) -> None:
+def _reject_counterparts(
+    alive: list[np.ndarray], codes: list[np.ndarray], size: int, log: _RejectLog
+) -> None:
     """Reject a record whose same-id record on the other side was rejected: merging it alone would let
     one side overwrite every field the other side masters."""
     first = [log.positions(0), log.positions(1)]
@@ -579,7 +598,11 @@ def _reject_counterparts(alive: list[np.ndarray], codes: list[np.ndarray], size:
         gone[other_codes[other_codes >= 0]] = True
         hit = alive[this] & (codes[this] >= 0) & gone[np.maximum(codes[this], 0)]
         if hit.any():
-            log.add(this, np.flatnonzero(hit), f"counterpart rejected: the {other_name} record with this sourced_id was rejected")
+            log.add(
+                this,
+                np.flatnonzero(hit),
+                f"counterpart rejected: the {other_name} record with this sourced_id was rejected",
+            )
             alive[this] = alive[this] & ~hit
 
 
@@ -627,14 +650,21 @@ def _pair(
     rows = _Rows(
         ic=np.concatenate([only_ic, np.full(only_v.size, -1), pairs]).astype(np.int64),
         vendor=np.concatenate([np.full(only_ic.size, -1), only_v, np.concatenate(pair_v)]).astype(np.int64),
-        source=np.concatenate([np.zeros(only_ic.size), np.ones(only_v.size), np.full(pairs.size, 2)]).astype(np.int8),
+        source=np.concatenate([np.zeros(only_ic.size), np.ones(only_v.size), np.full(pairs.size, 2)]).astype(
+            np.int8
+        ),
         match=np.concatenate([np.zeros(only_ic.size + only_v.size, dtype=np.int64), *pair_kind]),
     )
     return rows, labels
 
 
 def _pick_vendor(
-    rules: EntityMergeRules, columns: list[str], combined: _Combined, dlm_key: np.ndarray, p_ic: np.ndarray, p_v: np.ndarray
+    rules: EntityMergeRules,
+    columns: list[str],
+    combined: _Combined,
+    dlm_key: np.ndarray,
+    p_ic: np.ndarray,
+    p_v: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Per column, for each pair (rows ``p_ic``/``p_v`` of the combined columns): does the vendor value win?"""
     newer_vendor = dlm_key[p_v] < dlm_key[p_ic]  # the key is -dlm: smaller is newer; ties stay with IC
@@ -686,12 +716,19 @@ def merge_entity(
     for i, key in enumerate(rules.match_keys):
         absent = [c for c in key if c not in kinds]
         if absent:
-            raise ValueError(f"match_keys[{i}] uses {absent}, which OneRoster {version} {entity.name} does not have")
+            raise ValueError(
+                f"match_keys[{i}] uses {absent}, which OneRoster {version} {entity.name} does not have"
+            )
     for column in known_parents or {}:
         if column not in kinds:
-            raise ValueError(f"known_parents names {column!r}, which is not a {entity.name} column in OneRoster {version}")
+            raise ValueError(
+                f"known_parents names {column!r}, which is not a {entity.name} column in OneRoster {version}"
+            )
 
-    sides = [_prepare("ic", ic, layout, rules, None), _prepare("vendor", vendor, layout, rules, parent_id_maps)]
+    sides = [
+        _prepare("ic", ic, layout, rules, None),
+        _prepare("vendor", vendor, layout, rules, parent_id_maps),
+    ]
     n_ic = len(sides[0])
     counts = dict.fromkeys(COUNT_KEYS, 0)
     counts["ic_in"], counts["vendor_in"] = n_ic, len(sides[1])
@@ -703,7 +740,9 @@ def merge_entity(
 
     log = _RejectLog()
     alive = []
-    for index, (side, side_codes, side_dlm) in enumerate(zip(sides, codes, (dlm_key[:n_ic], dlm_key[n_ic:]), strict=True)):
+    for index, (side, side_codes, side_dlm) in enumerate(
+        zip(sides, codes, (dlm_key[:n_ic], dlm_key[n_ic:]), strict=True)
+    ):
         side_alive, duplicates = _validate_and_dedupe(side, side_codes, side_dlm, log, index)
         alive.append(side_alive)
         counts[f"duplicates_{side.name}"] = duplicates
@@ -746,7 +785,9 @@ def merge_entity(
     # build the output once, column by column; Arrow and numpy release the GIL while gathering
     sources = {column: combined[column] for column in columns}
     with ThreadPoolExecutor(max_workers=_GATHER_THREADS) as pool:
-        out: dict[str, pd.Series] = dict(zip(columns, pool.map(lambda c: _take(sources[c], column_index(c)), columns), strict=True))
+        out: dict[str, pd.Series] = dict(
+            zip(columns, pool.map(lambda c: _take(sources[c], column_index(c)), columns), strict=True)
+        )
     bits = np.zeros(paired.size, dtype=np.int64)
     for j, column in enumerate(columns):
         bits |= picks[column].astype(np.int64) << j
@@ -756,7 +797,8 @@ def merge_entity(
     lineage = _lineage(columns, rows.source, rows.match, bits, vendor_ids, match_labels, rules.fingerprint())
     out["field_sources"] = pd.Series(lineage, copy=False)
     out["record_source"] = pd.Series(
-        pd.Categorical.from_codes(rows.source, categories=pd.Index(RECORD_SOURCES, dtype=STR_DTYPE)), copy=False
+        pd.Categorical.from_codes(rows.source, categories=pd.Index(RECORD_SOURCES, dtype=STR_DTYPE)),
+        copy=False,
     )
     merged = pd.DataFrame(out, copy=False)
     merged.index = pd.RangeIndex(len(merged))

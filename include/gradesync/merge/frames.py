@@ -65,7 +65,9 @@ def coerce(series: pd.Series, kind: str, label: str) -> tuple[pd.Series, np.ndar
     if kind in ("str", "ref", "json"):
         if kind == "json" and series.dtype == object:
             series = series.map(
-                lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, dict | list) else v
+                lambda v: (
+                    json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, dict | list) else v
+                )
             )
         typed = series if series.dtype == STR_DTYPE else series.astype(STR_DTYPE)
         empty = pc.equal(pa.array(typed.array), "")
@@ -159,7 +161,12 @@ def json_lines(frame: pd.DataFrame) -> np.ndarray:
     if len(frame) == 0:
         return np.array([], dtype=object)
     text = frame.to_json(
-        orient="records", lines=True, date_format="iso", date_unit="us", double_precision=15, default_handler=str
+        orient="records",
+        lines=True,
+        date_format="iso",
+        date_unit="us",
+        double_precision=15,
+        default_handler=str,
     )
     # to_json escapes newlines inside values, so a line is exactly one record
     return np.array(text.rstrip("\n").split("\n"), dtype=object)

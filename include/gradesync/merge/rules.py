@@ -283,7 +283,9 @@ class EntityMergeRules(_Model):
 
         def need(column: str, where: str, kinds: tuple[str, ...] | None = None) -> None:
             if column not in by_column:
-                raise RulesError(f"{prefix}{where}: {column!r} is not a {entity.name} column; {_suggest(column, columns)}")
+                raise RulesError(
+                    f"{prefix}{where}: {column!r} is not a {entity.name} column; {_suggest(column, columns)}"
+                )
             kind = by_column[column].kind
             if kinds is not None and kind not in kinds:
                 raise RulesError(
@@ -294,7 +296,9 @@ class EntityMergeRules(_Model):
             for j, column in enumerate(key):
                 need(column, f"match_keys[{i}][{j}]")
                 if by_column[column].kind == "json":
-                    raise RulesError(f"{prefix}match_keys[{i}][{j}]: {column!r} is JSON text; use scalar columns")
+                    raise RulesError(
+                        f"{prefix}match_keys[{i}][{j}]: {column!r} is JSON text; use scalar columns"
+                    )
         for column in self.fields:
             if column == "sourced_id":
                 raise RulesError(
@@ -325,7 +329,9 @@ class EntityMergeRules(_Model):
                 need(m.column, f"{where}.column", ("float",))
             elif isinstance(m, DefaultMapping):
                 if m.column == "sourced_id":
-                    raise RulesError(f"{prefix}{where}.column: sourced_id cannot have a default; it identifies the record")
+                    raise RulesError(
+                        f"{prefix}{where}.column: sourced_id cannot have a default; it identifies the record"
+                    )
                 need(m.column, f"{where}.column")
                 if m.value is None:
                     raise RulesError(f"{prefix}{where}.value: a default of null does nothing; give a value")

@@ -41,7 +41,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def staging(entity: Entity, rows: list[dict[str, Any]], version: str = "1.2", *, defaults: bool = True) -> pd.DataFrame:
+def staging(
+    entity: Entity, rows: list[dict[str, Any]], version: str = "1.2", *, defaults: bool = True
+) -> pd.DataFrame:
     """Rows (column → value; unspecified columns take DEFAULTS or null) as a staging DataFrame."""
     schema = arrow_schema(entity, version)
     base = DEFAULTS.get(entity.name, {}) if defaults else {}
@@ -86,4 +88,3 @@ def reasons(outcome: MergeOutcome) -> list[tuple[str, str | None, str]]:
         (s, None if _missing(i) else i, reason)
         for s, i, reason in zip(r["source"], r["sourced_id"], r["reason"], strict=True)
     ]
-

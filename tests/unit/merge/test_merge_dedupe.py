@@ -12,12 +12,15 @@ from gradesync.merge import dedupe_within_source
 
 
 def test_newest_version_of_a_record_wins_and_duplicates_are_counted() -> None:
-    df = staging(RESULTS, [
-        {"sourced_id": "r1", "date_last_modified": ts("2026-09-01"), "score": 1.0},
-        {"sourced_id": "r1", "date_last_modified": ts("2026-09-03"), "score": 3.0},
-        {"sourced_id": "r2", "score": 9.0},
-        {"sourced_id": "r1", "date_last_modified": ts("2026-09-02"), "score": 2.0},
-    ])
+    df = staging(
+        RESULTS,
+        [
+            {"sourced_id": "r1", "date_last_modified": ts("2026-09-01"), "score": 1.0},
+            {"sourced_id": "r1", "date_last_modified": ts("2026-09-03"), "score": 3.0},
+            {"sourced_id": "r2", "score": 9.0},
+            {"sourced_id": "r1", "date_last_modified": ts("2026-09-02"), "score": 2.0},
+        ],
+    )
     out, removed = dedupe_within_source(df)
     assert removed == 2
     assert dict(zip(out["sourced_id"], out["score"], strict=True)) == {"r1": 3.0, "r2": 9.0}
@@ -46,11 +49,17 @@ def test_no_duplicates_returns_the_input_untouched() -> None:
 
 
 def test_rows_without_sourced_id_are_kept_for_the_reject_path() -> None:
-    df = pd.DataFrame({
-        "sourced_id": ["r1", None, None, "r1"],
-        "date_last_modified": ["2026-09-01T00:00:00Z", "2026-09-01T00:00:00Z", "2026-09-02T00:00:00Z",
-                               "2026-09-05T00:00:00Z"],
-    })
+    df = pd.DataFrame(
+        {
+            "sourced_id": ["r1", None, None, "r1"],
+            "date_last_modified": [
+                "2026-09-01T00:00:00Z",
+                "2026-09-01T00:00:00Z",
+                "2026-09-02T00:00:00Z",
+                "2026-09-05T00:00:00Z",
+            ],
+        }
+    )
     out, removed = dedupe_within_source(df)
     assert removed == 1
     assert out["sourced_id"].isna().sum() == 2
@@ -58,11 +67,13 @@ def test_rows_without_sourced_id_are_kept_for_the_reject_path() -> None:
 
 
 def test_a_missing_date_last_modified_loses_to_any_dated_copy() -> None:
-    df = pd.DataFrame({
-        "sourced_id": ["r1", "r1"],
-        "date_last_modified": [None, "2020-01-01T00:00:00Z"],
-        "v": [1, 2],
-    })
+    df = pd.DataFrame(
+        {
+            "sourced_id": ["r1", "r1"],
+            "date_last_modified": [None, "2020-01-01T00:00:00Z"],
+            "v": [1, 2],
+        }
+    )
     out, removed = dedupe_within_source(df)
     assert removed == 1
     assert out["v"].tolist() == [2]

@@ -32,17 +32,19 @@ SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
 
 
 def result_rows(ids: list[str]) -> st.SearchStrategy[list[dict[str, Any]]]:
-    row = st.fixed_dictionaries({
-        "sourced_id": st.sampled_from([*ids, *ids, *ids, None]),  # now and then a record without an id
-        "date_last_modified": st.sampled_from([ts("2026-09-01"), ts("2026-09-02"), ts("2026-09-03")]),
-        "line_item_sourced_id": st.sampled_from(["L1", "l1", " L1 ", "L2"]),
-        "student_sourced_id": st.sampled_from(["s1", "S1", "s2"]),
-        "score_status": st.sampled_from(["fully graded", "exempt", "fully graded", None]),
-        "score": st.sampled_from([None, 0.0, 1.5, 87.0]),
-        "comment": st.sampled_from([None, "a", "b"]),
-        "late": st.sampled_from([None, True, False]),
-        "score_date": st.sampled_from([None, date(2026, 9, 1)]),
-    })
+    row = st.fixed_dictionaries(
+        {
+            "sourced_id": st.sampled_from([*ids, *ids, *ids, None]),  # now and then a record without an id
+            "date_last_modified": st.sampled_from([ts("2026-09-01"), ts("2026-09-02"), ts("2026-09-03")]),
+            "line_item_sourced_id": st.sampled_from(["L1", "l1", " L1 ", "L2"]),
+            "student_sourced_id": st.sampled_from(["s1", "S1", "s2"]),
+            "score_status": st.sampled_from(["fully graded", "exempt", "fully graded", None]),
+            "score": st.sampled_from([None, 0.0, 1.5, 87.0]),
+            "comment": st.sampled_from([None, "a", "b"]),
+            "late": st.sampled_from([None, True, False]),
+            "score_date": st.sampled_from([None, date(2026, 9, 1)]),
+        }
+    )
     return st.lists(row, max_size=10)
 
 
@@ -50,15 +52,26 @@ IC_ROWS = result_rows(["r1", "r2", "r3", "r4", "r5"])
 VENDOR_ROWS = result_rows(["r1", "r2", "r3", "v1", "v2", "v3"])
 RULES = st.builds(
     EntityMergeRules,
-    match_keys=st.sampled_from([
-        [],
-        [["line_item_sourced_id", "student_sourced_id"]],
-        [["line_item_sourced_id", "student_sourced_id"], ["student_sourced_id"]],
-    ]),
+    match_keys=st.sampled_from(
+        [
+            [],
+            [["line_item_sourced_id", "student_sourced_id"]],
+            [["line_item_sourced_id", "student_sourced_id"], ["student_sourced_id"]],
+        ]
+    ),
     default_master=st.sampled_from(MASTERS),
     fields=st.dictionaries(
-        st.sampled_from(["score", "comment", "late", "score_status", "date_last_modified", "score_date",
-                         "line_item_sourced_id"]),
+        st.sampled_from(
+            [
+                "score",
+                "comment",
+                "late",
+                "score_status",
+                "date_last_modified",
+                "score_date",
+                "line_item_sourced_id",
+            ]
+        ),
         st.sampled_from(MASTERS),
         max_size=4,
     ),
@@ -134,15 +147,21 @@ def test_replayed_records_only_add_to_the_duplicate_counts(ic_rows, v_rows, rule
     once = run(ic, vendor, rules, known)
     twice = run(pd.concat([ic, ic.iloc[again_ic]]), pd.concat([vendor, vendor.iloc[again_v]]), rules, known)
     assert_same(once, twice, counts=False)
-    expected = {**once.counts, "ic_in": len(ic) + len(again_ic), "vendor_in": len(vendor) + len(again_v),
-                "duplicates_ic": once.counts["duplicates_ic"] + len(again_ic),
-                "duplicates_vendor": once.counts["duplicates_vendor"] + len(again_v)}
+    expected = {
+        **once.counts,
+        "ic_in": len(ic) + len(again_ic),
+        "vendor_in": len(vendor) + len(again_v),
+        "duplicates_ic": once.counts["duplicates_ic"] + len(again_ic),
+        "duplicates_vendor": once.counts["duplicates_vendor"] + len(again_v),
+    }
     assert twice.counts == expected
 
 
 @SETTINGS
 @given(IC_ROWS, VENDOR_ROWS, RULES, KNOWN)
-def test_merged_output_is_well_formed_and_every_record_is_accounted_for(ic_rows, v_rows, rules, known) -> None:
+def test_merged_output_is_well_formed_and_every_record_is_accounted_for(
+    ic_rows, v_rows, rules, known
+) -> None:
     o = run(staging(RESULTS, ic_rows), staging(RESULTS, v_rows), rules, known)
     ids = o.merged["sourced_id"]
     assert ids.is_unique and ids.is_monotonic_increasing and ids.notna().all()
@@ -154,7 +173,10 @@ def test_merged_output_is_well_formed_and_every_record_is_accounted_for(ic_rows,
     source = o.merged["record_source"].astype(str)
     c = o.counts
     assert c["ic_in"] == c["duplicates_ic"] + c["rejected_ic"] + source.isin(["ic", "both"]).sum()
-    assert c["vendor_in"] == c["duplicates_vendor"] + c["rejected_vendor"] + source.isin(["vendor", "both"]).sum()
+    assert (
+        c["vendor_in"]
+        == c["duplicates_vendor"] + c["rejected_vendor"] + source.isin(["vendor", "both"]).sum()
+    )
     assert c["matched_by_sourced_id"] + c["matched_by_natural_key"] >= (source == "both").sum()
     assert c["merged_out"] == len(o.merged) and c["rejected"] == len(o.rejects)
     if known:
@@ -181,7 +203,10 @@ def test_lineage_names_the_record_each_value_came_from_and_follows_the_rules(ic_
         for column in COLUMNS:
             assert py(row[column]) == origin[sources[column]][column], (sid, column, sources[column])
             if row["record_source"] == "both":
-                assert sources[column] == expected_source(rules, column, origin["ic"], origin["vendor"]), (sid, column)
+                assert sources[column] == expected_source(rules, column, origin["ic"], origin["vendor"]), (
+                    sid,
+                    column,
+                )
             else:
                 assert sources[column] == row["record_source"]
         if row["record_source"] == "both" and "_vendor_sourced_id" not in sources:
@@ -214,6 +239,12 @@ def test_dedupe_keeps_the_same_survivors_in_any_order(rows, data) -> None:
     assert removed_a == removed_b
     key = ["sourced_id", *COLUMNS[1:]]
     pd.testing.assert_frame_equal(
-        a.sort_index().reset_index(drop=True).dropna(subset=["sourced_id"]).sort_values(key, ignore_index=True),
-        b.sort_index().reset_index(drop=True).dropna(subset=["sourced_id"]).sort_values(key, ignore_index=True),
+        a.sort_index()
+        .reset_index(drop=True)
+        .dropna(subset=["sourced_id"])
+        .sort_values(key, ignore_index=True),
+        b.sort_index()
+        .reset_index(drop=True)
+        .dropna(subset=["sourced_id"])
+        .sort_values(key, ignore_index=True),
     )

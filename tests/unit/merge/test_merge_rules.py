@@ -44,7 +44,11 @@ def test_the_documented_yaml_example_parses_to_what_it_says() -> None:
     results = rules.for_entity("results")
     assert results.master_for("late") == "newest"
     assert [type(m) for m in results.mappings] == [
-        RenameMapping, ValueMapping, ScaleMapping, ScoreScaleMapping, merge.DefaultMapping
+        RenameMapping,
+        ValueMapping,
+        ScaleMapping,
+        ScoreScaleMapping,
+        merge.DefaultMapping,
     ]
     assert results.mappings[1].values["ext:GR"] == "fully graded"
     assert all(m.apply_to == "vendor" for m in results.mappings)
@@ -110,36 +114,63 @@ def test_bad_master_value_names_the_field_and_the_allowed_values() -> None:
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
-        ("line_items: {match_keys: [[class_sourced_id, titel]]}",
-         ["line_items.match_keys[0][1]", "'titel' is not a line_items column", "did you mean 'title'"]),
+        (
+            "line_items: {match_keys: [[class_sourced_id, titel]]}",
+            ["line_items.match_keys[0][1]", "'titel' is not a line_items column", "did you mean 'title'"],
+        ),
         ("line_items: {match_keys: [[sourced_id, title]]}", ["sourced_id is always matched first"]),
         ("line_items: {match_keys: [[]]}", ["match_keys[0] is empty"]),
         ("line_items: {match_keys: [[title, title]]}", ["repeats a column"]),
         ("line_items: {match_keys: [[metadata]]}", ["is JSON text"]),
         ("results: {fields: {sourced_id: vendor}}", ["results.fields.sourced_id", "keeps the IC sourced_id"]),
         ("results: {fields: {scor: vendor}}", ["results.fields.scor", "did you mean 'score'"]),
-        ("results: {mappings: [{type: scale, column: comment, factor: 2}]}",
-         ["results.mappings[0].column", "'comment' is a str column", "needs a float column"]),
-        ("results: {mappings: [{type: default, column: score, value: high}]}",
-         ["results.mappings[0].value", "'high' does not fit a float column", "finite number"]),
+        (
+            "results: {mappings: [{type: scale, column: comment, factor: 2}]}",
+            ["results.mappings[0].column", "'comment' is a str column", "needs a float column"],
+        ),
+        (
+            "results: {mappings: [{type: default, column: score, value: high}]}",
+            ["results.mappings[0].value", "'high' does not fit a float column", "finite number"],
+        ),
         ("results: {mappings: [{type: default, column: late, value: 'yes'}]}", ["true or false"]),
-        ("results: {mappings: [{type: default, column: score_date, value: '2026-13-01'}]}", ["ISO 8601 date"]),
+        (
+            "results: {mappings: [{type: default, column: score_date, value: '2026-13-01'}]}",
+            ["ISO 8601 date"],
+        ),
         ("results: {mappings: [{type: default, column: sourced_id, value: x}]}", ["cannot have a default"]),
         ("results: {mappings: [{type: default, column: comment, value: null}]}", ["does nothing"]),
-        ("results: {mappings: [{type: map_values, column: score_status, values: {X: done}}]}",
-         ["results.mappings[0].values['X']", "'done' is not a OneRoster score status", "'ext:' code"]),
+        (
+            "results: {mappings: [{type: map_values, column: score_status, values: {X: done}}]}",
+            ["results.mappings[0].values['X']", "'done' is not a OneRoster score status", "'ext:' code"],
+        ),
         ("results: {mappings: [{type: map_values, column: late, values: {Y: 'yes'}}]}", ["true or false"]),
-        ("results: {mappings: [{type: map_values, column: score, values: {A: 1}}]}", ["needs a str or ref or flag"]),
+        (
+            "results: {mappings: [{type: map_values, column: score, values: {A: 1}}]}",
+            ["needs a str or ref or flag"],
+        ),
         ("results: {mappings: [{type: map_values, column: comment, values: {}}]}", ["values is empty"]),
         ("results: {mappings: [{type: score_scale, scale: {A: 1, ' a ': 2}}]}", ["differ only in case"]),
-        ("results: {mappings: [{type: score_scale, column: comment, to: text_score, scale: {A: 1}}]}",
-         ["mappings[0].to", "'text_score' is a str column"]),
+        (
+            "results: {mappings: [{type: score_scale, column: comment, to: text_score, scale: {A: 1}}]}",
+            ["mappings[0].to", "'text_score' is a str column"],
+        ),
         ("results: {mappings: [{type: rename, column: grade, to: grade}]}", ["to itself"]),
-        ("results: {mappings: [{type: rename, column: g, to: score}, {type: rename, column: h, to: score}]}",
-         ["mappings[1] renames to 'score'", "keep one rename per target"]),
-        ("results: {mappings: [{type: rename, column: g, to: scores}]}", ["mappings[0].to", "did you mean 'score'"]),
-        ("results: {mappings: [{type: lookup, column: score}]}", ["does not match any of the expected tags", "'rename'"]),
-        ("results: {mappings: [{type: scale, column: score, factor: 2, rounding: 1}]}", ["unknown key 'rounding'"]),
+        (
+            "results: {mappings: [{type: rename, column: g, to: score}, {type: rename, column: h, to: score}]}",
+            ["mappings[1] renames to 'score'", "keep one rename per target"],
+        ),
+        (
+            "results: {mappings: [{type: rename, column: g, to: scores}]}",
+            ["mappings[0].to", "did you mean 'score'"],
+        ),
+        (
+            "results: {mappings: [{type: lookup, column: score}]}",
+            ["does not match any of the expected tags", "'rename'"],
+        ),
+        (
+            "results: {mappings: [{type: scale, column: score, factor: 2, rounding: 1}]}",
+            ["unknown key 'rounding'"],
+        ),
         ("reject_rate_threshold: 5", ["reject_rate_threshold", "less than or equal to 1"]),
     ],
 )

@@ -1,0 +1,193 @@
+"""Integration locks, migrations (v1 -> head with data), concurrency and configuration safety."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from conftest import Stager, result
+
+from gradesync.warehouse import IntegrationLocked, Warehouse
+from gradesync.warehouse.migrate import VERSION_TABLE, current_revision, head_revision
+from gradesync.warehouse.testing import throwaway_schema
+
+HOLDER = textwrap.dedent('''
+    import sys, time
+    from gradesync.warehouse import Warehouse
+    url, schema, marker = sys.argv[1:]
+    wh = Warehouse(url, schema=schema)
+    with wh.integration_lock("district-a", "run-held"):
+        open(marker, "w").close()
+        time.sleep(600)
+''')
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_lock(wh: Warehouse) -> None:
+    other = Warehouse(wh.url, schema=wh.schema_name or "gradesync")
+    with wh.integration_lock("district-a", "run-1"):
+        with pytest.raises(IntegrationLocked, match="run-1"):
+            with other.integration_lock("district-a", "run-2"):
+                pass
+        with other.integration_lock("district-a", "run-1"):  # the same run (e.g. a parallel task) shares it
+            pass
+        with other.integration_lock("district-b", "run-9"):  # other integrations are independent
+            pass
+    with other.integration_lock("district-a", "run-2"):
+        pass
+    other.dispose()
+
+
+def test_load_entity_takes_the_lock_itself(wh: Warehouse, stage: Stager) -> None:
+    files, _, n = stage([result(1)])
+    other = Warehouse(wh.url, schema=wh.schema_name or "gradesync")
+    with other.integration_lock("district-a", "run-1"):
+        with pytest.raises(IntegrationLocked):
+            wh.load_entity("district-a", "results", "1.2", files, run_id="run-2", full_sync=True, extracted=n)
+    assert wh.load_entity("district-a", "results", "1.2", files, run_id="run-2", full_sync=True,
+                          extracted=n).inserted == 1
+    other.dispose()
+
+
+def test_lock_of_a_killed_holder_is_taken_over(wh: Warehouse, tmp_path: Path) -> None:
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    marker = tmp_path / "held"
+    proc = subprocess.Popen([sys.executable, str(script), wh.url.render_as_string(hide_password=False),
+                             wh.schema_name or "gradesync", str(marker)])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(IntegrationLocked, match="run-held"):
+            with wh.integration_lock("district-a", "run-new"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+    with wh.integration_lock("district-a", "run-new"):
+        with wh.engine.connect() as conn:
+            holder = conn.execute(sa.select(wh.tables.table("sync_locks"))).one()
+        assert holder.run_id == "run-new"
+
+
+def test_sqlite_lock_goes_stale_after_the_timeout(tmp_path: Path) -> None:
+    wh = Warehouse(f"sqlite:///{tmp_path / 'w.db'}", stale_lock_after=timedelta(hours=1))
+    wh.migrate()
+    locks = wh.tables.table("sync_locks")
+    with wh.engine.begin() as conn:
+        conn.execute(sa.insert(locks).values(integration_id="district-a", run_id="run-elsewhere",
+                                             acquired_at=datetime.now(timezone.utc) - timedelta(minutes=5),
+                                             host="another-host", pid=1))
+    with pytest.raises(IntegrationLocked, match="another-host"):
+        with wh.integration_lock("district-a", "run-2"):
+            pass
+    with wh.engine.begin() as conn:
+        conn.execute(sa.update(locks).values(acquired_at=datetime.now(timezone.utc) - timedelta(hours=2)))
+    with wh.integration_lock("district-a", "run-2"):
+        pass
+
+
+def _insert_v1_data(wh: Warehouse) -> None:
+    md_schema = wh.schema_name
+    now = datetime(2026, 9, 1, tzinfo=timezone.utc)
+    results = sa.table("results", *[sa.column(c) for c in (
+        "integration_id", "sourced_id", "status", "date_last_modified", "line_item_sourced_id",
+        "student_sourced_id", "score_status", "score", "row_hash", "first_seen_at", "first_run_id", "changed_at",
+        "changed_run_id", "deleted_at")], schema=md_schema)
+    runs = sa.table("sync_runs", *[sa.column(c) for c in (
+        "integration_id", "run_id", "entity", "full_sync", "status", "extracted", "inserted", "load_started_at",
+        "finished_at", "load_seconds")], schema=md_schema)
+    stamp = sa.literal(now) if wh.backend.name == "postgresql" else now.strftime("%Y-%m-%d %H:%M:%S.%f")
+    with wh.engine.begin() as conn:
+        for i, deleted in ((1, None), (2, stamp)):
+            conn.execute(sa.insert(results).values(
+                integration_id="district-a", sourced_id=f"res-{i}", status="tobedeleted" if i == 2 else "active",
+                date_last_modified=stamp, line_item_sourced_id="li-1", student_sourced_id=f"stu-{i}",
+                score_status="fully graded", score=float(i), row_hash=0, first_seen_at=stamp, first_run_id="old",
+                changed_at=stamp, changed_run_id="old", deleted_at=deleted))
+        conn.execute(sa.insert(runs).values(integration_id="district-a", run_id="old", entity="results",
+                                            full_sync=True, status="success", extracted=2, inserted=2,
+                                            load_started_at=stamp, finished_at=stamp, load_seconds=1.0))
+
+
+def test_upgrade_a_v1_warehouse_with_data(tmp_path: Path, stage: Stager, request: pytest.FixtureRequest) -> None:
+    for backend in ("sqlite", "postgres"):
+        if backend == "postgres":
+            ctx = throwaway_schema()
+            url, schema = ctx.__enter__()
+            request.addfinalizer(lambda c=ctx: c.__exit__(None, None, None))
+        else:
+            url, schema = f"sqlite:///{tmp_path / 'v1.db'}", "gradesync"
+        wh = Warehouse(url, schema=schema)
+        assert wh.migrate("0001") == "0001"
+        _insert_v1_data(wh)
+        assert wh.migrate() == head_revision() == "0002"
+        df = wh.read_table("results", "district-a").set_index("sourced_id")
+        assert list(df.index) == ["res-1", "res-2"] and df.loc["res-1", "score"] == 1.0
+        assert df.loc["res-2", "deleted_reason"] == "unknown" and pd.isna(df.loc["res-1", "deleted_reason"])
+        assert wh.run_summary("district-a", "old")[0]["attempts"] == 1
+        # the upgraded warehouse loads as usual: res-1 changes, res-2 (deleted in v1) comes back
+        files, _, n = stage([result(1, score=9.0), result(2, score=2.0)])
+        counts = wh.load_entity("district-a", "results", "1.2", files, run_id="new", full_sync=True, extracted=n)
+        assert (counts.updated, counts.revived) == (2, 1)
+        wh.dispose()
+
+
+@pytest.mark.parametrize("prefix", ["", "gs_"])
+def test_migrated_schema_matches_the_metadata(wh: Warehouse, prefix: str) -> None:
+    if prefix:
+        wh = Warehouse(wh.url, schema=wh.schema_name or "gradesync", table_prefix=prefix)
+        wh.migrate()
+    with wh.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={
+            "include_schemas": bool(wh.schema_name),
+            "include_name": lambda name, type_, parent: (
+                type_ != "schema" or name == wh.schema_name) and (
+                type_ != "table" or (name.startswith(prefix) and not name.endswith(VERSION_TABLE))),
+            "version_table": prefix + VERSION_TABLE, "version_table_schema": wh.schema_name,
+        })
+        diffs = compare_metadata(ctx, wh.tables.metadata)
+        assert current_revision(conn, wh.schema_name, prefix) == head_revision()
+    assert diffs == []
+    assert wh.migrate() == head_revision()  # a second call is a no-op
+
+
+def test_concurrent_migrations_of_a_new_postgres_warehouse() -> None:
+    with throwaway_schema() as (url, schema):
+        errors: list[BaseException] = []
+        revisions: list[str] = []
+
+        def migrate() -> None:
+            wh = Warehouse(url, schema=schema)
+            try:
+                revisions.append(wh.migrate())
+            except BaseException as exc:  # collected for the assertion below
+                errors.append(exc)
+            finally:
+                wh.dispose()
+
+        threads = [threading.Thread(target=migrate) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and revisions == [head_revision()] * 4
+
+
+@pytest.mark.parametrize("schema,prefix", [("gradesync; DROP TABLE x", ""), ("Gradesync", ""),
+                                           ("gradesync", "p-"), ("gradesync", "x" * 17), ("1abc", ""),
+                                           ("gradesync", 'a"b')])
+def test_unsafe_identifiers_are_refused_before_any_sql(schema: str, prefix: str) -> None:
+    with pytest.raises(ValueError):
+        Warehouse("postgresql://nobody@127.0.0.1:1/none", schema=schema, table_prefix=prefix)

@@ -345,10 +345,11 @@ def load_step(
             counts = warehouse.load_entity(
                 config.name, item["entity"], config.api_version, [staging_path(f) for f in item["files"]],
                 run_id=run_id, full_sync=window.full, extracted=item["extracted"], duplicates=item["duplicates"],
-                rejects=rejects, watermark=watermark, started_at=started_at,
+                rejects=rejects, watermark=watermark, started_at=started_at, dry_run=dry_run,
             )
-            row = {"entity": item["entity"], **_counts_dict(counts)}
-            log.info("Loaded %s: %s", item["entity"], ", ".join(f"{k} {v}" for k, v in row.items() if k != "entity"))
+            row = {"entity": item["entity"], **_counts_dict(counts), "dry_run": dry_run}
+            log.info("%s %s: %s", "Dry run, would load" if dry_run else "Loaded", item["entity"],
+                     ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("entity", "dry_run")))
             results.append(row)
     return results
 
@@ -372,10 +373,12 @@ def report_step(
     config: IntegrationConfig, loaded: list[dict[str, Any]], *, run_id: str, started_at: datetime | None = None
 ) -> dict[str, Any]:
     """Summarise the run as a table in the log and a small dict for XCom; fail on too many rejects."""
+    dry_run = any(row.get("dry_run") for row in loaded)
     rows = [{c: row.get(c, 0) for c in REPORT_COLUMNS} for row in loaded]
     totals = {c: sum(int(r[c]) for r in rows) for c in REPORT_COLUMNS[1:]}
     duration = (utcnow() - started_at).total_seconds() if started_at else None
-    log.info("Run %s of %s\n%s", run_id, config.dag_id, format_table(rows + [{"entity": "TOTAL", **totals}]))
+    log.info("%sRun %s of %s\n%s", "DRY RUN (nothing was loaded; counts are what a load would do). " if dry_run
+             else "", run_id, config.dag_id, format_table(rows + [{"entity": "TOTAL", **totals}]))
     warnings: list[str] = []
     for row in rows:
         accounted = sum(int(row[c]) for c in ("inserted", "updated", "unchanged", "duplicates", "rejected"))
@@ -386,6 +389,7 @@ def report_step(
         "run_id": run_id,
         "entities": {r["entity"]: {k: int(v) for k, v in r.items() if k != "entity"} for r in rows},
         "totals": totals,
+        "dry_run": dry_run,
         "duration_s": round(duration, 1) if duration is not None else None,
         "warnings": warnings,
     }

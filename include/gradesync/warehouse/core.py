@@ -31,6 +31,14 @@ class IntegrationLocked(RuntimeError):
     """Another run of the same integration is loading; this run must not."""
 
 
+class _RollBack(Exception):  # noqa: N818 - control flow, never escapes load_entity
+    """Leaves a dry-run load's transaction by rolling it back, carrying its counts out."""
+
+    def __init__(self, counts: LoadCounts) -> None:
+        super().__init__("dry run")
+        self.counts = counts
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -176,12 +184,15 @@ class Warehouse:
         rejects: pd.DataFrame | None = None,
         watermark: datetime | None = None,
         started_at: datetime | None = None,
+        dry_run: bool = False,
     ) -> LoadCounts:
         """Merge staged Parquet files of one entity in one transaction; see ``loader`` for how.
 
         Also in that transaction: result history rows, the run's rejects, its ``sync_runs`` row
         and the watermark (left alone when ``watermark`` is None). Rerunning a run that already
         loaded the same data changes nothing and returns the counts recorded the first time.
+        ``dry_run`` performs the whole merge and rolls it back: the counts say exactly what a real
+        load would change, and the warehouse is left as it was.
         """
         entity = get_entity(entity_name)
         if api_version not in entity.versions:
@@ -205,6 +216,8 @@ class Warehouse:
                     deleted=result.deleted, revived=result.revived, rejected=len(reject_rows),
                     extracted=extracted, duplicates=duplicates + result.duplicates,
                 )
+                if dry_run:
+                    raise _RollBack(counts)
                 key = sa.and_(runs.c.integration_id == integration_id, runs.c.run_id == run_id,
                               runs.c.entity == entity_name)
                 prev = conn.execute(sa.select(runs).where(key)).first()
@@ -235,6 +248,8 @@ class Warehouse:
                     attempts=(prev.attempts + 1) if prev is not None else 1,
                 ))
             return counts
+        except _RollBack as dry:
+            return dry.counts
         except IntegrationLocked:
             raise
         except Exception as exc:

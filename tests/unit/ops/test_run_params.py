@@ -113,6 +113,7 @@ def test_dag_params_form_and_parser_agree() -> None:
     for name, param in form.items():
         assert param.schema.get("title"), name
         assert param.description, name
+        assert param.schema["$schema"] == "http://json-schema.org/draft-07/schema#"  # the cheaper meta-schema
     assert form["entities"].schema["examples"] == V11  # the UI's multi-select
     assert form["entities"].schema["items"]["enum"] == V11
     # Airflow's own schema validation accepts what the parser accepts (date-only since included) ...

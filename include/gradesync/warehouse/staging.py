@@ -44,7 +44,11 @@ def _hash_column(arr: pa.Array) -> np.ndarray:
     """uint64 hash per element; nulls get a fixed value distinct from typical hashes."""
     n = len(arr)
     t = arr.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if pa.types.is_dictionary(t):  # string columns are read dictionary-encoded: hash each value once
+        dictionary = arr.dictionary.to_numpy(zero_copy_only=False).astype(object)
+        dict_hash = hash_array(dictionary, categorize=False) if len(dictionary) else np.zeros(1, np.uint64)
+        out = dict_hash[arr.indices.fill_null(0).to_numpy(zero_copy_only=False)]
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
         enc = pc.dictionary_encode(arr)
         dictionary = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
         dict_hash = hash_array(dictionary, categorize=False) if len(dictionary) else np.zeros(0, np.uint64)
@@ -104,6 +108,7 @@ class StagedFiles:
         self.batch_rows = batch_rows
         self.schema = staging_schema(entity)
         self.hash_columns = [f.column for f in content_fields(entity)] + list(PROVENANCE_COLUMNS)
+        self._dictionary_columns = {f.name for f in self.schema if pa.types.is_string(f.type)} - {"sourced_id"}
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         arrays = []
@@ -113,15 +118,19 @@ class StagedFiles:
                 arrays.append(pa.nulls(batch.num_rows, field.type))
                 continue
             col = batch.column(idx)
+            if pa.types.is_dictionary(col.type) and col.type.value_type == field.type:
+                arrays.append(col)  # kept encoded: hashing and CSV handle it, values are the same
+                continue
             if pa.types.is_timestamp(field.type) and pa.types.is_timestamp(col.type) and col.type.tz is None:
                 col = col.cast(pa.timestamp(col.type.unit, tz="UTC"))  # naive staging values are UTC
-            if field.name == "field_sources" and not pa.types.is_string(col.type):
+            if field.name == "field_sources" and not pa.types.is_string(col.type) \
+                    and not pa.types.is_dictionary(col.type):
                 col = pa.array([None if v is None else json.dumps(v, sort_keys=True) for v in col.to_pylist()],
                                pa.string())
             if col.type != field.type:
                 col = col.cast(field.type)
             arrays.append(col)
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return pa.RecordBatch.from_arrays(arrays, names=self.schema.names)
 
     def batches(self, wanted: np.ndarray | None = None) -> Iterator[StagedBatch]:
         """Stream conformed batches with their row hashes; rows are numbered across files.
@@ -134,6 +143,12 @@ class StagedFiles:
         for path in self.files:
             with _open(path) as fh:
                 pf = pq.ParquetFile(fh)
+                # strings other than the key repeat a lot: decode them as dictionaries (cheaper to
+                # read, and each distinct value is hashed once)
+                encoded = [n for n in pf.schema_arrow.names
+                           if n in self._dictionary_columns and pa.types.is_string(pf.schema_arrow.field(n).type)]
+                if encoded:
+                    pf = pq.ParquetFile(fh, read_dictionary=encoded)
                 total = pf.metadata.num_rows
                 if wanted is not None and _count_between(wanted, ordinal, ordinal + total) == 0:
                     ordinal += total
@@ -155,8 +170,8 @@ class StagedFiles:
                         picked = None
                     batch = self._conform(raw)
                     hashes = row_hashes(batch, self.hash_columns)
-                    status = batch.column("status")
-                    tomb = pc.fill_null(pc.equal(status, DELETED_STATUS), False).to_numpy(zero_copy_only=False)
+                    tomb = pc.fill_null(pc.equal(batch.column("status"), DELETED_STATUS), False).to_numpy(
+                        zero_copy_only=False)
                     yield StagedBatch(batch, hashes, tomb, first, picked)
 
 

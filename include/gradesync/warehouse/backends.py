@@ -234,8 +234,9 @@ class SqliteBackend(Backend):
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn: sa.Connection) -> None:
-            # take the write lock up front: a load never fails half-way on "database is locked"
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # writers take the write lock up front, so a load never fails half-way on "database is
+            # locked"; readers (marked read_only) do not queue behind a running load
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("gradesync_read_only") else "BEGIN IMMEDIATE")
 
         return engine
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -82,7 +83,8 @@ class Warehouse:
         self.work_mem = work_mem
         self.stale_lock_after = stale_lock_after
         self._engine: sa.Engine | None = None
-        self._held: dict[str, str] = {}  # integration_id -> run_id locked by this object
+        self._held: dict[str, tuple[str, int]] = {}  # integration_id -> (run_id, depth) held by this object
+        self._held_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Warehouse({self.url.render_as_string(hide_password=True)!r}, schema={self.schema_name!r})"
@@ -118,11 +120,19 @@ class Warehouse:
         once; on SQLite a holder on this host whose process is gone, or any holder older than
         ``stale_lock_after``, counts as dead. The ``sync_locks`` table shows who holds what.
         """
-        held = self._held.get(integration_id)
-        if held is not None:
-            if held != run_id:
-                raise IntegrationLocked(f"this process already loads {integration_id!r} for run {held!r}")
-            yield
+        with self._held_lock:
+            held = self._held.get(integration_id)
+            if held is not None:
+                if held[0] != run_id:
+                    raise IntegrationLocked(f"this process already loads {integration_id!r} for run {held[0]!r}")
+                self._held[integration_id] = (run_id, held[1] + 1)
+        if held is not None:  # re-entered (nested, or another thread of the same run): share the hold
+            try:
+                yield
+            finally:
+                with self._held_lock:
+                    run, depth = self._held[integration_id]
+                    self._held[integration_id] = (run, depth - 1)
             return
         locks = self.tables.table("sync_locks")
         names = self._lock_names(integration_id)
@@ -152,10 +162,17 @@ class Warehouse:
                     host=socket.gethostname(), pid=os.getpid()))
                 self.backend.run_lock_acquire(conn, names)
             acquired = True
-            self._held[integration_id] = run_id
+            with self._held_lock:
+                self._held[integration_id] = (run_id, 0)
             yield
         finally:
-            self._held.pop(integration_id, None)
+            if acquired:
+                with self._held_lock:
+                    while self._held[integration_id][1] > 0:  # wait for sharers of this object to finish
+                        self._held_lock.release()
+                        time.sleep(0.05)
+                        self._held_lock.acquire()
+                    del self._held[integration_id]
             try:
                 if acquired:
                     with conn.begin():
@@ -305,16 +322,19 @@ class Warehouse:
                                           run_id=run_id, updated_at=_utcnow()))
 
     # ---------------------------------------------------------------- reading
+    def _read(self) -> sa.Connection:
+        return self.engine.connect().execution_options(gradesync_read_only=True)
+
     def get_watermark(self, integration_id: str, entity_name: str) -> datetime | None:
         """The committed watermark of an integration's entity (UTC), or None before the first load."""
         get_entity(entity_name)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return self._watermark(conn, integration_id, entity_name)
 
     def run_summary(self, integration_id: str, run_id: str) -> list[dict[str, Any]]:
         """The ``sync_runs`` rows of one run, in load order, as plain dicts."""
         runs = self.tables.table("sync_runs")
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(runs).where(runs.c.integration_id == integration_id,
                                                       runs.c.run_id == run_id)
                                 .order_by(runs.c.load_started_at, runs.c.entity)).mappings().all()
@@ -323,7 +343,7 @@ class Warehouse:
     def latest_run_id(self, integration_id: str) -> str | None:
         """The run that loaded most recently (for summaries after a run, e.g. the demo)."""
         runs = self.tables.table("sync_runs")
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(runs.c.run_id).where(runs.c.integration_id == integration_id)
                                 .order_by(runs.c.finished_at.desc()).limit(1)).scalar()
 
@@ -334,7 +354,7 @@ class Warehouse:
         stmt = sa.select(t.c.sourced_id).where(t.c.integration_id == integration_id)
         if not include_deleted:
             stmt = stmt.where(t.c.deleted_at.is_(None))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             ids = conn.execute(stmt.order_by(t.c.sourced_id)).scalars().all()
         return pd.Index(ids, dtype=object, name="sourced_id")
 
@@ -345,7 +365,7 @@ class Warehouse:
         """
         t = self.tables.table(entity_name)
         order = [t.c[c] for c in ("sourced_id", "history_id", "run_id", "entity", "reject_no") if c in t.c]
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             result = conn.execute(sa.select(t).where(t.c.integration_id == integration_id).order_by(*order))
             frame = pd.DataFrame(result.all(), columns=list(result.keys()))
         for col in t.columns:

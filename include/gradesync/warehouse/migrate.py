@@ -50,7 +50,7 @@ def upgrade(engine: sa.Engine, backend: Backend, schema: str | None, prefix: str
     cfg = _config(schema, prefix)
     script = ScriptDirectory.from_config(cfg)
     wanted = script.get_revision(target).revision if target == "head" else target
-    with engine.connect() as conn:
+    with engine.connect().execution_options(gradesync_read_only=True) as conn:
         insp = sa.inspect(conn)
         if insp.has_table(prefix + VERSION_TABLE, schema=schema):
             if current_revision(conn, schema, prefix) == wanted:

@@ -42,8 +42,8 @@ from gradesync.oneroster.errors import ExtractionError
 from gradesync.records import Reject, arrow_schema
 from gradesync.staging import (
     MANIFEST_NAME,
-    DecodedPage,
     PageDecoder,
+    ParsedPage,
     PartWriter,
     clear_directory,
     staging_path,
@@ -95,14 +95,14 @@ class _Fetched:
     offset: int
     limit: int
     total: int | None
-    decoded: DecodedPage
+    parsed: ParsedPage
     ids: list[str | None]
     idset: set[str]
     fresh: bool = False  # fetched during bridging
 
     @property
     def count(self) -> int:
-        return self.decoded.received
+        return self.parsed.received
 
 
 class _ScanFailed(Exception):
@@ -378,16 +378,15 @@ class _Scan:
     # -- fetching ------------------------------------------------------------------------------
 
     def fetch(self, offset: int, *, fresh: bool = False) -> _Fetched:
-        page: Page[DecodedPage] = self.client.get_page(
-            self.entity_name, offset=offset, limit=self.limit, filter=self.filter, decode=self.decoder
+        page: Page[ParsedPage] = self.client.get_page(
+            self.entity_name, offset=offset, limit=self.limit, filter=self.filter, decode=self.decoder.parse
         )
-        decoded = page.data
-        ids: list[str | None] = decoded.table.column("sourced_id").to_pylist() if decoded.table.num_rows else []
-        ids.extend(r.sourced_id for r in decoded.rejects)
+        parsed = page.data
         if page.total is not None:
             self.totals.add(page.total)
             self.total_last = page.total
-        return _Fetched(offset, self.limit, page.total, decoded, ids, {i for i in ids if i is not None}, fresh)
+        ids = parsed.ids
+        return _Fetched(offset, self.limit, page.total, parsed, ids, {i for i in ids if i is not None}, fresh)
 
     # -- the scan ------------------------------------------------------------------------------
 
@@ -516,17 +515,20 @@ class _Scan:
         keep: list[bool] = []
         fresh_ids: list[str] = []
         seen_here: set[str] = set()
-        table = page.decoded.table
+        decoded = self.decoder.finish(page.parsed)
+        table = decoded.table
         n_rows = table.num_rows
+        ids: list[str | None] = table.column("sourced_id").to_pylist() if n_rows else []
+        ids.extend(r.sourced_id for r in decoded.rejects)
         dropped = 0
-        for position, sid in enumerate(page.ids):
+        for sid in ids:
             if sid is None:
                 keep.append(True)
                 continue
             if sid in window or sid in seen_here:
                 keep.append(False)
                 dropped += 1
-                if position < self.overlap and sid in expected_overlap:
+                if sid in expected_overlap:
                     self.overlap_copies += 1
                 else:
                     self.duplicates += 1
@@ -538,7 +540,7 @@ class _Scan:
             fresh_ids.append(sid)
         if dropped:
             table = table.filter(pa.array(keep[:n_rows], pa.bool_())) if n_rows else table
-        rejects = [r for r, k in zip(page.decoded.rejects, keep[n_rows:], strict=True) if k]
+        rejects = [r for r, k in zip(decoded.rejects, keep[n_rows:], strict=True) if k]
         if table.num_rows:
             self.writer.write(table)
             self.staged += table.num_rows

@@ -16,6 +16,7 @@ and rejects (a property test compares them on generated pages).
 from __future__ import annotations
 
 import json
+import json.encoder
 import logging
 import operator
 import os
@@ -44,8 +45,18 @@ _DATE = _YEAR + r"-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
 _DATETIME_RE = "^" + _DATE + r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
 _DATE_RE = "^" + _DATE
 _FLAGS: dict[Any, bool | None] = {"true": True, "false": False, True: True, False: False, None: None, "": None}
-# Same output as json.dumps(value, ensure_ascii=False, sort_keys=True) in records.py, without its per-call setup.
-_JSON_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+# Same output as json.dumps(value, ensure_ascii=False, sort_keys=True) in records.py, without its
+# per-call setup: one C encoder, reused (no circular-reference check: decoded JSON has no cycles).
+_C_ENCODER = (
+    json.encoder.c_make_encoder(None, None, json.encoder.encode_basestring, None, ": ", ", ", True, False, True)
+    if json.encoder.c_make_encoder is not None else None
+)
+
+
+def _JSON_ENCODE(value: Any) -> str:  # noqa: N802 - a drop-in for the encoder function it replaces
+    if _C_ENCODER is None or isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return "".join(_C_ENCODER(value, 0))
 
 
 def staging_path(location: str | os.PathLike[str] | ObjectStoragePath) -> ObjectStoragePath:
@@ -71,6 +82,25 @@ class DecodedPage:
     rejects: list[Reject]
     received: int
     fast: bool
+
+
+@dataclass
+class ParsedPage:
+    """A body that decoded cleanly: typed rows (columnar candidate) or plain records, and their ids."""
+
+    body: bytes
+    rows: list[Any] | None
+    records: list[Any] | None
+    ids: list[str | None]  # for continuity checks; ``finish`` decides what is staged or rejected
+    received: int
+
+
+def _record_id(record: Any) -> str | None:
+    if isinstance(record, dict):
+        value = record.get("sourcedId")
+        if value not in (None, ""):
+            return str(value)
+    return None
 
 
 class _Ref(msgspec.Struct):
@@ -110,7 +140,12 @@ class PageDecoder:
         self.fast_pages = 0
         self.slow_pages = 0
 
-    def __call__(self, body: bytes) -> DecodedPage:
+    def parse(self, body: bytes) -> ParsedPage:
+        """Check and decode a body; ``RetryableError`` when it must be fetched again (cheap part).
+
+        Runs in the fetching thread, inside the retry loop, so a truncated or non-JSON page is
+        fetched again and never half-parsed; the heavier ``finish`` runs where pages are consumed.
+        """
         collection = self.entity.collection
         try:
             page = self._typed.decode(body)
@@ -120,10 +155,8 @@ class PageDecoder:
             raise RetryableError("truncated or invalid JSON body", kind="bad_body") from None
         if page is not None:
             rows = getattr(page, collection)
-            table = self._columnar(rows)
-            if table is not None:
-                self.fast_pages += 1
-                return DecodedPage(table, [], len(rows), True)
+            ids = [r.sourced_id for r in rows]
+            return ParsedPage(body, rows, None, ids, len(rows))
         try:
             data = self._generic.decode(body)
         except msgspec.DecodeError:
@@ -131,9 +164,25 @@ class PageDecoder:
         records = data.get(collection) if isinstance(data, dict) else None
         if not isinstance(records, list):
             raise RetryableError(f"body has no {collection!r} list", kind="bad_body")
+        ids = [_record_id(r) for r in records]
+        return ParsedPage(body, None, records, ids, len(records))
+
+    def finish(self, parsed: ParsedPage) -> DecodedPage:
+        """The typed table and rejects of a parsed page (columnar route, else the exact one)."""
+        if parsed.rows is not None:
+            table = self._columnar(parsed.rows)
+            if table is not None:
+                self.fast_pages += 1
+                return DecodedPage(table, [], parsed.received, True)
+            records = self._generic.decode(parsed.body)[self.entity.collection]
+        else:
+            records = parsed.records
         self.slow_pages += 1
         table, rejects = flatten_records(self.entity, self.api_version, records)
-        return DecodedPage(table, rejects, len(records), False)
+        return DecodedPage(table, rejects, parsed.received, False)
+
+    def __call__(self, body: bytes) -> DecodedPage:
+        return self.finish(self.parse(body))
 
     def _columnar(self, rows: list[Any]) -> pa.Table | None:
         """The typed table, or ``None`` when any value needs the exact per-record route."""
@@ -197,6 +246,19 @@ def _convert_column(f: Field, column: Iterable[Any]) -> pa.Array | None:
 # ---------------------------------------------------------------------------------------------
 
 
+# zstd level 1 without dictionaries: the smallest files here at about snappy's speed (dictionary
+# encoding of high-cardinality ids was the slowest part of writing a results part).
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "use_dictionary": False}
+
+
+def write_parquet(table: pa.Table, target: ObjectStoragePath) -> None:
+    """Encode in memory, then one write: Parquet's many small writes are slow through fsspec files."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    with target.open("wb") as handle:
+        handle.write(sink.getvalue().to_pybytes())
+
+
 class PartWriter:
     """Buffers typed rows and writes a Parquet part every ``chunk_rows`` rows; rejects to one file.
 
@@ -239,8 +301,7 @@ class PartWriter:
         self._buffer, self._buffered = [], 0
         target = self.directory / f"{self.prefix}-{self._next_part:05d}.parquet"
         self._next_part += 1
-        with target.open("wb") as handle:
-            pq.write_table(table, handle)
+        write_parquet(table, target)
         self.files.append(str(target))
         self.rows_written += table.num_rows
 
@@ -287,8 +348,7 @@ class PartWriter:
                 dropped += full.num_rows - kept.num_rows
                 self.rows_written -= full.num_rows - kept.num_rows
                 if kept.num_rows:
-                    with path.open("wb") as handle:
-                        pq.write_table(kept, handle)
+                    write_parquet(kept, path)
                 else:
                     path.unlink()
                     self.files.remove(name)

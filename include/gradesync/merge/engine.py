@@ -8,16 +8,21 @@ How a run flows through ``merge_entity`` (each side separately, then together):
    item by natural key keeps the IC id, so the vendor's results must point there too);
 3. scale, score_scale and default mappings, then the required-field check;
 4. within-source dedupe: per sourced_id the newest dateLastModified wins; a tie goes to the smaller
-   content hash of the record as received, so the survivor does not depend on page order;
-5. match by sourced_id, then by each natural key in order; a key value shared by more than one record
+   content hash of the record as received, so the survivor does not depend on page order. Dedupe
+   comes before the validity verdict: the newest copy decides, even when it is the invalid one;
+5. invalid survivors are rejected, and so is a valid record whose same-id record on the other side
+   was rejected (alone it would overwrite every field the other side masters);
+6. match by sourced_id, then by each natural key in order; a key value shared by more than one record
    on either side, with records on both sides, is ambiguous and all those records are rejected;
-6. per column, the master source's value (``ic``, ``vendor`` or ``newest`` by dateLastModified, ties to
+7. per column, the master source's value (``ic``, ``vendor`` or ``newest`` by dateLastModified, ties to
    IC); with ``fill_nulls`` a missing master value is taken from the other side;
-7. references checked against ``known_parents``; a merged record pointing at an unknown parent is
+8. references checked against ``known_parents``; a merged record pointing at an unknown parent is
    rejected (with each raw record that formed it).
 
 No step loops over rows in Python: rows are addressed by integer positions, keys by factorized codes,
 and each output column is gathered once from the two inputs, so memory stays near the output size.
+(Two exceptions touch only odd rows: joining the reasons of a record with several problems, and
+JSON-encoding dict values found in an object-typed metadata column.)
 """
 
 from __future__ import annotations
@@ -251,6 +256,7 @@ def _prepare(
     rules: EntityMergeRules,
     parent_id_maps: Mapping[str, pd.Series] | None,
 ) -> _Side:
+    """One side as canonical columns of ``layout``, with its mappings applied and its reject reasons."""
     raw = pd.DataFrame() if df is None else df.reset_index(drop=True)
     n = len(raw)
     reasons = _Reasons(n)

@@ -215,6 +215,8 @@ class EntityMergeRules(_Model):
     """How one entity's IC and vendor records become one record per key.
 
     - ``match_keys``: natural keys tried, in order, after sourced_id; put the most specific first.
+      Text and reference columns compare case-folded, trimmed and with spaces collapsed; dates,
+      date-times and numbers compare exactly. A key with a missing component never matches.
     - ``default_master`` / ``fields``: which source wins each column. ``date_last_modified`` is
       ``newest`` unless set in ``fields``: a merged record is as recent as its newest side.
     - ``fill_nulls``: when the master's value is missing, take the other side's (lineage then names the

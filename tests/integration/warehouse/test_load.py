@@ -313,3 +313,41 @@ def test_bigger_reload_takes_the_keys_first_path(wh: Warehouse, stage: Stager) -
     assert df.loc["res-42", "deleted_reason"] == "vanished"
     hist = wh.read_table("result_history", "district-a")
     assert sorted(hist.sourced_id) == sorted([f"res-{i}" for i in changed] + ["res-42"])
+
+
+def test_empty_full_sync_deletes_everything_and_empty_delta_nothing(wh: Warehouse, stage: Stager) -> None:
+    load(wh, stage, [result(i) for i in range(3)], "run-1")
+    c = load(wh, stage, [], "run-2", full_sync=False)
+    assert c == LoadCounts()
+    assert wh.read_table("results", "district-a").deleted_at.isna().all()
+    c = load(wh, stage, [], "run-3", full_sync=True)
+    assert (c.deleted, c.extracted) == (3, 0) and balanced(c)
+    assert (wh.read_table("results", "district-a").deleted_reason == "vanished").all()
+
+
+def test_threads_of_one_run_share_the_lock_and_load_entities_in_parallel(wh: Warehouse, stage: Stager) -> None:
+    import threading
+
+    jobs = {"categories": [{"sourcedId": "c1", "status": "active", "dateLastModified": "2026-09-01T00:00:00Z",
+                            "title": "Homework"}],
+            "results": [result(i) for i in range(20)]}
+    staged = {name: stage(records, name) for name, records in jobs.items()}
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        paths, rejects, n = staged[name]
+        try:
+            wh.load_entity("district-a", name, "1.2", paths, run_id="run-1", full_sync=True, extracted=n)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    with wh.integration_lock("district-a", "run-1"):
+        threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert sorted(r["entity"] for r in wh.run_summary("district-a", "run-1")) == ["categories", "results"]
+    with wh.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(wh.tables.table("sync_locks"))).scalar() == 0

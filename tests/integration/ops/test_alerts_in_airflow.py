@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from gradesync.cli import airflow_bin, airflow_env, ensure_airflow_db
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 DAG_FILE = textwrap.dedent('''
     from datetime import datetime
@@ -41,13 +43,16 @@ def test_failed_task_alerts_and_ends_its_log_with_the_cause(tmp_path: Path, webh
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "alerting_dag.py").write_text(DAG_FILE)
-    env = airflow_env(tmp_path / "airflow", dags_folder=dags)
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
     env["AIRFLOW_CONN_ALERTS_HOOK"] = json.dumps({"conn_type": "http", "host": webhook.url,
                                                   "password": "hook-Token-5150"})
     env["AIRFLOW_CONN_IC_DISTRICT_A"] = json.dumps({"conn_type": "http", "host": "https://ic.example.org/x/v1p2",
                                                     "login": "client-id", "password": "IC-client-Secret-0042"})
-    ensure_airflow_db(env, tmp_path / "migrate.log")
-    run = subprocess.run([airflow_bin(), "dags", "test", "grade_sync_district_a"], env=env, capture_output=True,
+    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=240,
+                             check=False)
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    run = subprocess.run([AIRFLOW, "dags", "test", "grade_sync_district_a"], env=env, capture_output=True,
                          text=True, timeout=240, check=False)
     output = run.stdout + run.stderr
 

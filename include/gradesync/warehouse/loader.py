@@ -1,13 +1,16 @@
 """Load the staged files of one entity into the warehouse: one transaction, set-based merge.
 
-The algorithm is the same on both databases; only how rows reach the temporary staging tables
-differs (``backends``):
+The algorithm is the same on both databases; only how rows reach the tables differs
+(``backends``: COPY on Postgres, executemany on SQLite):
 
-1. If the integration already has rows of this entity and the backend supports it, stream the
-   files once and stage only *keys* (ordinal, sourced_id, date_last_modified, row hash,
-   tombstone flag). One join against the warehouse table then yields the ordinals of rows that
-   are new, changed, deleted or revived; a second stream stages only those full rows. A nightly
-   reload where 1% changed moves 1% of the rows. Otherwise every row is staged in one pass.
+0. The first load of an integration (no rows of this entity yet) streams the files straight into
+   the table; into an empty table the primary key is rebuilt afterwards. If the files repeat a
+   key, that attempt is rolled back to a savepoint and step 2's deduplicating path runs instead.
+1. Otherwise, where the backend supports it (Postgres), the files are streamed once to stage only
+   *keys* (ordinal, sourced_id, row hash, tombstone flag). One join against the table yields the
+   rows that are new, changed, deleted or revived and, for a full sync, the records that
+   vanished; a second stream stages only those full rows. A reload where 1% changed moves 1% of
+   the rows. On SQLite every row is staged in one pass.
 2. Duplicate keys in the files (normally removed upstream) are counted and the last version
    (latest ``date_last_modified``, then latest in file order) wins. On the keys-first path this
    is resolved among the keys that have any new or changed copy (all their copies are staged);
@@ -15,7 +18,9 @@ differs (``backends``):
 3. History rows, updates, inserts and (for a full sync) soft deletes of records that vanished run
    as a handful of ``INSERT ... SELECT`` / ``UPDATE ... FROM`` statements.
 
-Rows are compared by ``row_hash`` only; unchanged rows are never written.
+Rows are compared by ``row_hash`` only; unchanged rows are never written. The first version of a
+record produces no history row: it is the row itself (``first_seen_at``), and each later change
+records the old and the new values.
 """
 
 from __future__ import annotations

@@ -421,7 +421,7 @@ class _Scan:
     def concurrent(self, total: int) -> None:
         offsets = self.planned_offsets(total)
         self.planned = len(offsets) + 1
-        ahead = max(2, self.client.max_concurrency * 2)
+        ahead = max(4, self.client.max_concurrency * 4)  # pages fetched ahead of the consumer (bounded memory)
         futures: dict[int, Future[_Fetched]] = {}
         with ThreadPoolExecutor(max_workers=self.client.max_concurrency,
                                 thread_name_prefix=f"extract-{self.entity_name}") as pool:

@@ -14,11 +14,15 @@ forward (“bridging”). Records seen twice (the overlap, or shifts) are droppe
 window of recently accepted ids, so memory stays bounded by page and chunk size, never by the
 entity's size. The scan ends at the first accepted page that is shorter than requested.
 
-Finally the unique records are compared with ``X-Total-Count``. If the total never changed during
+The unique records are then compared with ``X-Total-Count``. If the total never changed during
 the scan and the numbers still disagree, or the chain could not be bridged, the whole entity is
 re-scanned (``max_scans``) and then the task fails loudly: a silent short count is never staged.
-Records inserted, modified or deleted *during* the scan may or may not be included; they belong
-to the next run's window (``dateLastModified`` after this run's ``until``).
+
+The chain guarantees every record that existed throughout the scan. Records inserted or modified
+*while* it ran are caught up afterwards: a small filtered pass re-reads everything (in the window)
+modified since the scan started, minus ``catchup_margin`` for clock skew between worker and IC,
+and its copies replace older ones, so the staged set is IC's state at the end of the extraction.
+Records hard-deleted during the scan may still be staged; the next full sync removes them.
 """
 
 from __future__ import annotations

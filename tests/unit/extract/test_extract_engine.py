@@ -236,3 +236,19 @@ def test_manifest_round_trip(results_fake: FakeIC, tmp_path: Path) -> None:
     manifest = extract_entity(make_client(results_fake), "results", tmp_path, page_size=1000)
     again = ExtractManifest.from_dict(json.loads(json.dumps(manifest.to_dict())))
     assert again == manifest
+
+
+def test_progress_is_logged_with_totals_rate_eta_and_retry_reasons(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeIC({"results": [result_record(n) for n in range(1, 801)]}, latency=0.002)
+    fake.script[3] = lambda request: FakeIC.response(request, 503, {"imsx_codeMajor": "failure"})
+    caplog.set_level("INFO", logger="gradesync")
+    extract_entity(make_client(fake, max_concurrency=2), "results", tmp_path, page_size=100, progress_every=0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "gradesync.extract" and "records/s" in r.getMessage()]
+    assert lines, caplog.text
+    middle = next(line for line in lines if "(100%)" not in line)
+    assert "/800 records (" in middle and "records/s" in middle and "ETA" in middle, middle
+    assert lines[-1].startswith("results: 9/9 pages, 800/800 records (100%)"), lines[-1]
+    assert "retries 1 (503×1)" in lines[-1], lines[-1]
+    retry_logs = [r.getMessage() for r in caplog.records if r.name == "gradesync.oneroster.client"]
+    assert any("HTTP 503" in m and "retry 1 in" in m for m in retry_logs), retry_logs

@@ -8,7 +8,6 @@ on Postgres; SQLite serialises writers itself with ``BEGIN IMMEDIATE``).
 
 from __future__ import annotations
 
-import io
 import itertools
 import queue
 import threading
@@ -17,8 +16,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
+
+from gradesync.warehouse import pgcopy
+from gradesync.warehouse.types import JsonText, UTCDateTime
 
 # classids of the two-key advisory locks, one per purpose
 _LOCK_RUN = 0x67730001  # held (shared) by every process of the run that owns an integration
@@ -57,8 +58,14 @@ class Backend:
     def xact_lock(self, conn: sa.Connection, purpose: str, *names: str) -> None:
         """Block until this transaction is the only one doing ``purpose`` for ``names``."""
 
-    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
+    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], *,
+              freeze: bool = False) -> int:
+        """Append batches to ``table``; ``freeze`` only after ``bulk_into_empty`` in this subtransaction."""
         raise NotImplementedError
+
+    def bulk_into_empty(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Prepare an empty table for a bulk load: drop its primary key (rebuilt by the caller)."""
+        conn.execute(sa.schema.DropConstraint(table.primary_key))
 
     def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
         """Give the planner statistics of a freshly filled staging table."""
@@ -139,8 +146,15 @@ class PostgresBackend(Backend):
         # temp tables have no statistics otherwise, and a nested loop over a million rows never ends
         conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}")
 
-    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
-        """COPY batches into ``table`` as CSV made by Arrow (values never pass through SQL text)."""
+    def bulk_into_empty(self, conn: sa.Connection, table: sa.Table) -> None:
+        # TRUNCATE (of a table with no rows) lets COPY write the rows frozen: later scans need not
+        # rewrite every page to set hint bits, and vacuum need not freeze them
+        conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(table)}")
+        super().bulk_into_empty(conn, table)
+
+    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], *,
+              freeze: bool = False) -> int:
+        """COPY batches into ``table`` in binary format (values never pass through SQL text)."""
         import psycopg
 
         batch_iter = iter(batches)
@@ -148,30 +162,48 @@ class PostgresBackend(Backend):
         if first is None:
             return 0
         preparer = conn.dialect.identifier_preparer
-        columns = ", ".join(preparer.quote(table.c[name].name) for name in first.schema.names)
-        copy_sql = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN (FORMAT csv)"
-        options = pacsv.WriteOptions(include_header=False, batch_size=8192)
+        columns = [table.c[name] for name in first.schema.names]
+        pg_types = [_binary_type(c) for c in columns]
+        options = "FORMAT binary, FREEZE true" if freeze else "FORMAT binary"
+        copy_sql = (f"COPY {preparer.format_table(table)} ({', '.join(preparer.quote(c.name) for c in columns)}) "
+                    f"FROM STDIN ({options})")
         cursor = conn.connection.driver_connection.cursor()
         rows = 0
         try:
             with cursor.copy(copy_sql) as copy:
-                for chunk, n in _in_thread(_csv_chunks(itertools.chain([first], batch_iter), options)):
+                copy.write(pgcopy.HEADER)
+                for chunk, n in _in_thread(_binary_chunks(itertools.chain([first], batch_iter), pg_types)):
                     copy.write(chunk)
                     rows += n
+                copy.write(pgcopy.TRAILER)
         except psycopg.errors.UniqueViolation as dup:
             raise DuplicateKey(str(dup).splitlines()[0]) from dup
         return rows
 
 
-def _csv_chunks(batches: Iterable[pa.RecordBatch], options: pacsv.WriteOptions) -> Iterator[tuple[bytes, int]]:
+def _binary_type(column: sa.Column) -> str:
+    """The binary COPY encoding of a warehouse column."""
+    kind = column.type
+    if isinstance(kind, JsonText):
+        return "jsonb"
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz"
+    if isinstance(kind, sa.BigInteger):
+        return "int8"
+    if isinstance(kind, sa.Float):
+        return "float8"
+    if isinstance(kind, sa.Boolean):
+        return "bool"
+    if isinstance(kind, sa.Date):
+        return "date"
+    if isinstance(kind, sa.Text):
+        return "text"
+    raise TypeError(f"no binary COPY encoding for column {column.name} of type {kind}")
+
+
+def _binary_chunks(batches: Iterable[pa.RecordBatch], pg_types: list[str]) -> Iterator[tuple[memoryview, int]]:
     for batch in batches:
-        # timestamps go out as naive UTC text: formatting tz-aware values is slow in Arrow, and the
-        # session time zone is UTC
-        arrays = [a.cast(pa.timestamp(a.type.unit)) if pa.types.is_timestamp(a.type) and a.type.tz else a
-                  for a in batch.columns]
-        sink = io.BytesIO()
-        pacsv.write_csv(pa.RecordBatch.from_arrays(arrays, names=batch.schema.names), sink, options)
-        yield sink.getvalue(), batch.num_rows
+        yield pgcopy.encode_batch(batch, pg_types), batch.num_rows
 
 
 _DONE = object()
@@ -240,7 +272,8 @@ class SqliteBackend(Backend):
 
         return engine
 
-    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
+    def stage(self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], *,
+              freeze: bool = False) -> int:
         rows = 0
         insert = table.insert()
         for batch in batches:

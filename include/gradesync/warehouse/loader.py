@@ -172,8 +172,9 @@ def _load_into_empty(conn: sa.Connection, backend: Backend, target: sa.Table, fi
     savepoint = conn.begin_nested()
     try:
         if empty:
-            conn.execute(sa.schema.DropConstraint(target.primary_key))
-        n = backend.stage(conn, target, _target_batches(files, target, integration_id, run_id, seen_at))
+            backend.bulk_into_empty(conn, target)
+        n = backend.stage(conn, target, _target_batches(files, target, integration_id, run_id, seen_at),
+                          freeze=empty)
         if empty:
             conn.execute(sa.schema.AddConstraint(target.primary_key))
         backend.analyze(conn, target)  # the next load plans its joins from these statistics

@@ -510,16 +510,15 @@ class _Combined:
 
 
 def _rank_codes(values: pd.Series) -> np.ndarray:
-    """Codes that are ranks of the value in sorted (code point) order; -1 for missing.
+    """Codes that are dense ranks of the value in sorted (code point) order; -1 for missing.
 
-    Sorting the distinct values in Arrow keeps millions of ids out of Python objects."""
-    codes, uniques = pd.factorize(values)
-    if len(uniques) == 0:
-        return codes
-    order = pc.sort_indices(pa.array(uniques.array)).to_numpy().astype(np.int64)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)
+    Arrow ranks the text in one sort, without turning millions of ids into Python objects."""
+    arr = pa.array(values.astype(STR_DTYPE).array)
+    if len(arr) == 0:
+        return np.array([], dtype=np.int64)
+    ranks = pc.rank(arr, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64) - 1
+    missing = arr.is_null().to_numpy(zero_copy_only=False)
+    return np.where(missing, -1, ranks)
 
 
 def _is_in(values: pd.Index, known: pd.Index) -> np.ndarray:

@@ -84,9 +84,15 @@ def row_hashes(batch: pa.RecordBatch, columns: Iterable[str]) -> np.ndarray:
 
 
 def _open(path: Any) -> Any:
-    """A binary file object for a local path, an ObjectStoragePath or any fsspec-like path."""
+    """A binary file object for a local path, a URL, an ObjectStoragePath or any fsspec-like path."""
     if hasattr(path, "open") and not isinstance(path, str):
         return path.open("rb")
+    if isinstance(path, str) and "://" in path and not path.startswith("file://"):
+        import fsspec
+
+        return fsspec.open(path, "rb").open()
+    if isinstance(path, str) and path.startswith("file://"):
+        path = path[len("file://"):]
     return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
@@ -128,7 +134,8 @@ class StagedFiles:
                 col = pa.array([None if v is None else json.dumps(v, sort_keys=True) for v in col.to_pylist()],
                                pa.string())
             if col.type != field.type:
-                col = col.cast(field.type)
+                # e.g. pandas-written files: ns timestamps, large strings, all-null columns
+                col = pc.cast(col, field.type, safe=not pa.types.is_timestamp(field.type))
             arrays.append(col)
         return pa.RecordBatch.from_arrays(arrays, names=self.schema.names)
 

@@ -351,3 +351,34 @@ def test_threads_of_one_run_share_the_lock_and_load_entities_in_parallel(wh: War
     assert sorted(r["entity"] for r in wh.run_summary("district-a", "run-1")) == ["categories", "results"]
     with wh.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(wh.tables.table("sync_locks"))).scalar() == 0
+
+
+def test_files_written_by_pandas_load_the_same(wh: Warehouse, tmp_path: Any) -> None:
+    """The merge step writes its output with pandas: ns timestamps, object columns, NaN, extra columns."""
+    frame = pd.DataFrame({
+        "sourced_id": ["res-1", "res-2"],
+        "status": ["active", "active"],
+        "date_last_modified": pd.to_datetime(["2026-09-01T08:00:00Z", "2026-09-02T08:00:00Z"], utc=True),
+        "metadata": ['{"ic": {"legacysourceId": "7"}}', None],
+        "line_item_sourced_id": ["li-1", "li-1"],
+        "student_sourced_id": ["stu-1", "stu-2"],
+        "score_status": ["fully graded", "submitted"],
+        "score": [91.5, float("nan")],
+        "score_date": [datetime(2026, 9, 1).date(), None],
+        "late": [True, None],
+        "comment": [None, None],
+        "record_source": ["ic", "vendor"],
+        "merge_note": ["x", "y"],  # unknown columns are ignored
+    })
+    path = tmp_path / "merged.parquet"
+    frame.to_parquet(path)
+    c = wh.load_entity("district-a", "results", "1.2", [f"file://{path}"], run_id="run-1", full_sync=True,
+                       extracted=2)
+    assert c.inserted == 2
+    df = wh.read_table("results", "district-a").set_index("sourced_id")
+    assert df.loc["res-1", "score"] == 91.5 and pd.isna(df.loc["res-2", "score"])
+    assert df.loc["res-2", "date_last_modified"] == pd.Timestamp("2026-09-02T08:00:00Z")
+    assert bool(df.loc["res-1", "late"]) is True and pd.isna(df.loc["res-2", "late"])
+    assert df.loc["res-2", "record_source"] == "vendor"
+    c = wh.load_entity("district-a", "results", "1.2", [str(path)], run_id="run-2", full_sync=True, extracted=2)
+    assert c.unchanged == 2

@@ -275,8 +275,9 @@ def merge(
             .select_from(joined).where(cond)))
         # every staged copy of a key that has a row to write, so duplicates resolve to the latest
         changed_keys = sa.select(diff_t.c.sourced_id).where(diff_t.c.ord.is_not(None)).distinct().subquery()
-        wanted = np.fromiter(conn.execute(
-            sa.select(k.c.ord).join(changed_keys, changed_keys.c.sourced_id == k.c.sourced_id).order_by(k.c.ord)
+        wanted = np.fromiter(conn.execute(  # streamed: 8 bytes per row to write, nothing more
+            sa.select(k.c.ord).join(changed_keys, changed_keys.c.sourced_id == k.c.sourced_id).order_by(k.c.ord),
+            execution_options={"stream_results": True, "yield_per": 50_000},
         ).scalars(), dtype=np.int64)
         lap("find changed")
         if len(wanted):

@@ -8,10 +8,11 @@ touches the network or a database at parse time.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from gradesync.config import ConfigError, IntegrationConfig, discover
+from gradesync.config import ConfigError, IntegrationConfig
+from gradesync.parsing import discover_for_parsing
 
 log = logging.getLogger("gradesync.dag_factory")
 
@@ -47,29 +48,39 @@ def _run_type(dag_run: Any) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
+class _Steps:
+    """``gradesync.pipeline`` imported when a task runs, not when the DAG is parsed (pandas, pyarrow)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from gradesync import pipeline as module
+
+        return getattr(module, name)
+
+
+pipeline = _Steps()
+
+
 def build_dag(config: IntegrationConfig) -> Any:
     """The DAG ``grade_sync_<name>`` for one integration."""
-    from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
+    from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
-    from gradesync import pipeline
 
     entities = config.selected_entities
+    from gradesync import alerts
+    from gradesync.run_params import InvalidRunParams, RunParams, dag_params, parse_run_params
+
     default_args = {
         "owner": config.owner,
         "retries": config.retries,
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(hours=3),
+        **alerts.task_callbacks(config),  # alerts, and the one-line cause as the log's last line
     }
-    params = {
-        "full_refresh": Param(False, type="boolean", description="Extract everything and mark records "
-                              "IC no longer returns as deleted."),
-        "entities": Param(entities, type="array", items={"type": "string", "enum": entities},
-                          description="Sync only these entities."),
-        "since": Param(None, type=["null", "string"], format="date-time",
-                       description="Override the delta start (ISO date-time, UTC)."),
-        "dry_run": Param(False, type="boolean", description="Extract and merge; load nothing."),
-    }
+
+    def run_params(context: dict[str, Any]) -> RunParams:
+        return parse_run_params(context["params"], allowed_entities=entities)
+
     with DAG(
         dag_id=config.dag_id,
         description=config.description or f"Grade sync of {config.name} (OneRoster {config.api_version})",
@@ -79,14 +90,24 @@ def build_dag(config: IntegrationConfig) -> Any:
         catchup=False,
         max_active_runs=1,
         default_args=default_args,
-        params=params,
+        params=dag_params(entities),
         tags=["gradesync", f"oneroster-{config.api_version}", *config.tags],
         doc_md=__doc__,
+        **alerts.dag_callbacks(config),
     ) as dag:
 
         @task(task_id="validate_config", retries=0, doc_md=DOCS["validate_config"])
-        def validate_config() -> dict[str, Any]:
-            return pipeline.validate_step(config)
+        def validate_config(**context: Any) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            try:
+                chosen = run_params(context)
+            except InvalidRunParams as exc:
+                raise AirflowFailException(str(exc)) from None
+            expiry = alerts.credential_expiry_warning(config, date.today())
+            if expiry:
+                log.warning(expiry)
+            return {**pipeline.validate_step(config), "run_params": chosen.to_dict()}
 
         @task(task_id="refresh_token", retries=0, doc_md=DOCS["refresh_token"])
         def refresh_token() -> dict[str, Any]:
@@ -107,12 +128,12 @@ def build_dag(config: IntegrationConfig) -> Any:
             map_index_template="{{ task.op_kwargs['entity'] }}",
         )
         def extract(entity: str, **context: Any) -> dict[str, Any]:
-            run_params = context["params"]
-            interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
+            chosen = run_params(context)
             return pipeline.extract_step(
-                config, entity, run_id=context["run_id"], selected=list(run_params.get("entities") or entities),
-                full_refresh=bool(run_params.get("full_refresh")), since=_as_datetime(run_params.get("since")),
-                interval_start=_as_datetime(interval_start), interval_end=_as_datetime(interval_end),
+                config, entity, run_id=context["run_id"], selected=chosen.entities,
+                full_refresh=chosen.full_refresh, since=chosen.since,
+                interval_start=_as_datetime(context.get("data_interval_start")),
+                interval_end=_as_datetime(context.get("data_interval_end")),
                 run_type=_run_type(context.get("dag_run")),
             )
 
@@ -122,13 +143,18 @@ def build_dag(config: IntegrationConfig) -> Any:
 
         @task(task_id="load", doc_md=DOCS["load"])
         def load(merged: list[dict[str, Any]], **context: Any) -> list[dict[str, Any]]:
-            return pipeline.load_step(config, merged, run_id=context["run_id"],
-                                      dry_run=bool(context["params"].get("dry_run")))
+            return pipeline.load_step(config, merged, run_id=context["run_id"], dry_run=run_params(context).dry_run)
 
         @task(task_id="report", retries=0, doc_md=DOCS["report"])
         def report(loaded: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
-            return pipeline.report_step(config, loaded, run_id=context["run_id"],
-                                        started_at=_as_datetime(context["dag_run"].start_date))
+            summary = pipeline.report_step(config, loaded, run_id=context["run_id"],
+                                           started_at=_as_datetime(context["dag_run"].start_date))
+            expiry = alerts.credential_expiry_warning(config, date.today())
+            if expiry:
+                summary["warnings"].append(expiry)
+            if summary["warnings"]:
+                alerts.notify_warnings(config, summary, context)
+            return summary
 
         checked = validate_config()
         token = refresh_token()
@@ -140,7 +166,7 @@ def build_dag(config: IntegrationConfig) -> Any:
 
 def build_dags(directory: str | None = None) -> dict[str, Any]:
     """All DAGs of the integrations folder; a broken file is logged and skipped, never fatal."""
-    found = discover(directory)
+    found = discover_for_parsing(directory)
     for error in found.errors:
         log.error("gradesync: skipping integration config %s", error)
     dags: dict[str, Any] = {}

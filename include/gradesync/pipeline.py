@@ -176,7 +176,11 @@ def get_connection(conn_id: str) -> Any:
     """Airflow connection by id (env ``AIRFLOW_CONN_*``, secrets backend or metadata DB)."""
     from airflow.sdk import BaseHook
 
-    return BaseHook.get_connection(conn_id)
+    from gradesync.logs import mask_connection
+
+    conn = BaseHook.get_connection(conn_id)
+    mask_connection(conn)  # Airflow masks the extra as a whole, not the secrets inside it
+    return conn
 
 
 def open_warehouse(config: IntegrationConfig) -> Any:

@@ -57,16 +57,8 @@ Use::
 ``known_parents`` should hold the parent ids in the warehouse plus ``items.merged["sourced_id"]``.
 """
 
-from gradesync.merge.engine import (
-    COUNT_KEYS,
-    REJECT_COLUMNS,
-    MergeOutcome,
-    RejectRateExceeded,
-    check_reject_rate,
-    dedupe_within_source,
-    merge_entity,
-)
-from gradesync.merge.frames import canonical_dtypes
+from typing import Any
+
 from gradesync.merge.rules import (
     AttributeMapping,
     DefaultMapping,
@@ -79,6 +71,29 @@ from gradesync.merge.rules import (
     ValueMapping,
     default_rules,
 )
+
+# The engine needs pandas; the rules do not. Config parsing (and so every DAG parse) imports the
+# rules only, so the engine's names are resolved on first use.
+_LAZY = {
+    "COUNT_KEYS": "engine",
+    "REJECT_COLUMNS": "engine",
+    "MergeOutcome": "engine",
+    "RejectRateExceeded": "engine",
+    "check_reject_rate": "engine",
+    "dedupe_within_source": "engine",
+    "merge_entity": "engine",
+    "canonical_dtypes": "frames",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"gradesync.merge.{module}"), name)
+
 
 __all__ = [
     "COUNT_KEYS",

@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gradesync.entities import ENTITIES, Entity, get_entity
-from gradesync.records import parse_datetime
 
 MasterSource = Literal["ic", "vendor", "newest"]
 ApplyTo = Literal["ic", "vendor", "both"]
@@ -193,6 +192,8 @@ def _check_value_for_kind(kind: str, value: Any, where: str) -> None:
     elif kind == "datetime":
         want = "an ISO 8601 date-time such as 2026-09-01T00:00:00Z"
         try:
+            from gradesync.records import parse_datetime  # pyarrow: only when a datetime default is checked
+
             ok = isinstance(value, datetime) or (isinstance(value, str) and bool(parse_datetime(value)))
         except ValueError:
             ok = False

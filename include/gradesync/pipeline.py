@@ -91,7 +91,7 @@ def resolve_window(
     )
     if has_interval:
         assert interval_start is not None and interval_end is not None
-        if config.full_sync_weekday is not None:
+        if config.full_sync_weekday is not None and run_type == "scheduled":  # backfills keep their window
             local_end = interval_end.astimezone(ZoneInfo(config.timezone))
             if _WEEKDAYS[local_end.weekday()] == config.full_sync_weekday:
                 return Window(True, reason=f"weekly full sync ({config.full_sync_weekday})")

@@ -52,3 +52,9 @@ def test_params_win_over_everything() -> None:
 def test_window_round_trips_through_xcom_json() -> None:
     window = Window(False, TUE, WED, "data interval")
     assert Window.from_dict(window.to_dict()) == window
+
+
+def test_backfill_on_the_full_sync_day_still_reads_only_its_interval() -> None:
+    sat, sun = datetime(2026, 11, 28, 2, tzinfo=UTC), datetime(2026, 11, 29, 2, tzinfo=UTC)
+    window = resolve_window(CONFIG, interval_start=sat, interval_end=sun, watermark=MARK, run_type="backfill")
+    assert window == Window(False, sat, sun, "data interval")

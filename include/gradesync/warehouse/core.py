@@ -252,7 +252,8 @@ class Warehouse:
                                 + counts.rejected)
                 self._write_rejects(conn, integration_id, run_id, entity_name, reject_rows, seen_at)
                 previous_watermark = self._watermark(conn, integration_id, entity_name)
-                if watermark is not None:
+                if watermark is not None and (previous_watermark is None or watermark > previous_watermark):
+                    # only forwards: a backfill of an old interval must not make the next delta re-read
                     self._set_watermark(conn, integration_id, entity_name, watermark, run_id)
                 conn.execute(sa.delete(runs).where(key))
                 conn.execute(sa.insert(runs).values(

@@ -58,8 +58,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LoadCounts:
     """What one load did. ``inserted + updated + unchanged + duplicates + rejected == extracted``
-    when the caller's counts are consistent; ``deleted`` and ``revived`` overlap ``updated``
-    (except deletes of records that vanished from a full sync, which were not in the files)."""
+    when the caller's counts are consistent. ``deleted`` counts live records this load marked
+    deleted: tombstones of known records (also counted in ``updated``) and records that vanished
+    from a full sync (not in the files, so in no other count); a tombstone seen for the first time
+    is ``inserted`` as a deleted record. ``revived`` counts deleted records that came back (also in
+    ``updated``)."""
 
     inserted: int = 0
     updated: int = 0

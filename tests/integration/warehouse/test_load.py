@@ -382,3 +382,17 @@ def test_files_written_by_pandas_load_the_same(wh: Warehouse, tmp_path: Any) -> 
     assert df.loc["res-2", "record_source"] == "vendor"
     c = wh.load_entity("district-a", "results", "1.2", [str(path)], run_id="run-2", full_sync=True, extracted=2)
     assert c.unchanged == 2
+
+
+def test_assessment_results_keep_history_too(wh: Warehouse, stage: Stager) -> None:
+    def rec(score: float) -> dict[str, Any]:
+        return {"sourcedId": "ar-1", "status": "active", "dateLastModified": "2026-09-01T00:00:00Z",
+                "assessmentLineItem": {"sourcedId": "ali-1"}, "student": {"sourcedId": "stu-1"},
+                "scoreStatus": "fully graded", "score": score}
+
+    load(wh, stage, [rec(10.0)], "run-1", entity="assessment_results", started_at=T0)
+    c = load(wh, stage, [rec(12.0)], "run-2", entity="assessment_results", started_at=T1)
+    assert c.updated == 1
+    hist = wh.read_table("assessment_result_history", "district-a")
+    assert list(zip(hist.old_score, hist.new_score, hist.assessment_line_item_sourced_id, strict=True)) == [
+        (10.0, 12.0, "ali-1")]

@@ -26,7 +26,7 @@ from gradesync.entities import API_VERSIONS, Entity
 from gradesync.records import arrow_schema
 from gradesync.warehouse.schema import DELETED_STATUS, PROVENANCE_COLUMNS, content_fields
 
-DEFAULT_BATCH_ROWS = 16_384  # peak memory of a load is a few batches; bigger batches are not faster
+DEFAULT_BATCH_ROWS = 65_536  # peak memory is a few batches; smaller ones re-hash the same dictionary values
 _NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0x100000001B3)
 

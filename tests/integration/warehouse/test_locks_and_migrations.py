@@ -191,3 +191,28 @@ def test_concurrent_migrations_of_a_new_postgres_warehouse() -> None:
 def test_unsafe_identifiers_are_refused_before_any_sql(schema: str, prefix: str) -> None:
     with pytest.raises(ValueError):
         Warehouse("postgresql://nobody@127.0.0.1:1/none", schema=schema, table_prefix=prefix)
+
+
+def test_a_role_without_database_privileges_migrates_its_own_schema() -> None:
+    """Least privilege: a warehouse role that may only create tables in a schema made for it."""
+    from gradesync.warehouse.testing import unique_name
+
+    with throwaway_schema() as (url, schema):
+        role = unique_name("gs_role")
+        admin = sa.create_engine(url, poolclass=sa.NullPool)
+        quote = admin.dialect.identifier_preparer.quote
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE {quote(role)} LOGIN")
+            conn.exec_driver_sql(f"CREATE SCHEMA {quote(schema)} AUTHORIZATION {quote(role)}")
+            may_create = conn.execute(sa.select(sa.func.has_database_privilege(
+                role, sa.func.current_database(), "CREATE"))).scalar_one()
+        assert may_create is False  # so the test shows that migrate needs no database privilege
+        try:
+            wh = Warehouse(sa.make_url(url).set(username=role), schema=schema)
+            assert wh.migrate() == head_revision()
+            wh.dispose()
+        finally:
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f"DROP SCHEMA {quote(schema)} CASCADE")
+                conn.exec_driver_sql(f"DROP ROLE {quote(role)}")
+            admin.dispose()

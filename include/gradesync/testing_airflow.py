@@ -427,6 +427,10 @@ class AirflowDeployment:
     def dags(self) -> list[dict[str, Any]]:
         return self.api("GET", "/api/v2/dags", params={"dag_id_pattern": "grade_sync_", "limit": 100})["dags"]
 
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause or unpause a DAG (new DAGs start unpaused in this deployment)."""
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", json_body={"is_paused": paused})
+
     def set_pool(self, name: str, slots: int, description: str = "IC request budget") -> None:
         body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
         try:
@@ -619,7 +623,7 @@ def find_secrets(texts: Iterable[str], secret_values: Iterable[str | None]) -> d
     return found
 
 
-def make_root(prefix: str = "gradesync-airflow-") -> Path:
+def make_root(prefix: str = "gradesync-deployment-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 

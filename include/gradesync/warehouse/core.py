@@ -25,6 +25,8 @@ from gradesync.warehouse.staging import DEFAULT_BATCH_ROWS, StagedFiles
 
 log = logging.getLogger(__name__)
 
+# rows modified up to this long before the last watermark are also kept in the first pass
+SPECULATION_MARGIN = timedelta(days=1)
 _COUNT_FIELDS = ("inserted", "updated", "unchanged", "deleted", "revived", "rejected", "extracted", "duplicates")
 
 
@@ -226,8 +228,11 @@ class Warehouse:
             with self.integration_lock(integration_id, run_id), self.engine.begin() as conn:
                 self.backend.prepare_load(conn, self.work_mem)
                 self.backend.xact_lock(conn, "load", *self._lock_names(integration_id), entity_name)
+                previous_watermark = self._watermark(conn, integration_id, entity_name)
                 result = merge(conn, self.backend, self.tables, entity, integration_id, run_id, staged,
-                               full_sync=full_sync, seen_at=seen_at)
+                               full_sync=full_sync, seen_at=seen_at,
+                               speculate_after=None if previous_watermark is None
+                               else previous_watermark - SPECULATION_MARGIN)
                 counts = LoadCounts(
                     inserted=result.inserted, updated=result.updated, unchanged=result.unchanged,
                     deleted=result.deleted, revived=result.revived, rejected=len(reject_rows),
@@ -251,7 +256,6 @@ class Warehouse:
                                 counts.inserted + counts.updated + counts.unchanged + counts.duplicates
                                 + counts.rejected)
                 self._write_rejects(conn, integration_id, run_id, entity_name, reject_rows, seen_at)
-                previous_watermark = self._watermark(conn, integration_id, entity_name)
                 if watermark is not None and (previous_watermark is None or watermark > previous_watermark):
                     # only forwards: a backfill of an old interval must not make the next delta re-read
                     self._set_watermark(conn, integration_id, entity_name, watermark, run_id)

@@ -54,6 +54,8 @@ from gradesync.warehouse.types import KeyText
 
 log = logging.getLogger(__name__)
 
+SPECULATION_CAP = 100_000  # rows kept in memory to skip the second pass (about 40 MB)
+
 
 @dataclass(frozen=True)
 class LoadCounts:
@@ -129,14 +131,59 @@ def _row_batches(files: StagedFiles, wanted: np.ndarray | None) -> Iterator[pa.R
         yield pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _key_batches(files: StagedFiles) -> Iterator[pa.RecordBatch]:
+class _Speculation:
+    """Full rows modified after the last watermark, kept while the keys stream past.
+
+    IC bumps ``dateLastModified`` when it changes a record, so those rows are nearly all of the
+    rows a reload has to write. Keeping them (decoded, without the batch's dictionaries) lets the
+    second pass over the files be skipped; past ``cap`` rows the speculation is dropped, so
+    memory stays bounded. Correctness never depends on it: any row to write that is not here is
+    read in the second pass.
+    """
+
+    def __init__(self, after: datetime | None, cap: int | None = None) -> None:
+        self.after = after
+        self.cap = SPECULATION_CAP if cap is None else cap
+        self.batches: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    @property
+    def active(self) -> bool:
+        return self.after is not None
+
+    def offer(self, rows: pa.RecordBatch) -> None:
+        if self.after is None:
+            return
+        dlm = rows.column("date_last_modified")
+        mask = pa.compute.greater(dlm, pa.scalar(self.after, dlm.type))
+        picked = rows.filter(pa.compute.fill_null(mask, False))
+        if picked.num_rows == 0:
+            return
+        self.rows += picked.num_rows
+        if self.rows > self.cap:
+            self.after = None
+            self.batches.clear()
+            return
+        self.batches.append(pa.RecordBatch.from_arrays(
+            [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in picked.columns],
+            names=picked.schema.names))
+
+    def ords(self) -> np.ndarray:
+        if not self.batches:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([b.column("ord").to_numpy() for b in self.batches])
+
+
+def _key_batches(files: StagedFiles, speculation: _Speculation) -> Iterator[pa.RecordBatch]:
     for sb in files.batches():
         n = sb.batch.num_rows
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)),
-             sb.batch.column("sourced_id"), pa.array(sb.hashes), pa.array(sb.tombstone)],
-            names=["ord", "sourced_id", "row_hash", "tombstone"],
-        )
+        ords = pa.array(np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64))
+        hashes, tomb = pa.array(sb.hashes), pa.array(sb.tombstone)
+        if speculation.active:
+            speculation.offer(pa.RecordBatch.from_arrays(
+                [ords, *sb.batch.columns, hashes, tomb], names=["ord", *sb.batch.schema.names, "row_hash", "tombstone"]))
+        yield pa.RecordBatch.from_arrays([ords, sb.batch.column("sourced_id"), hashes, tomb],
+                                         names=["ord", "sourced_id", "row_hash", "tombstone"])
 
 
 def _target_batches(files: StagedFiles, target: sa.Table, integration_id: str, run_id: str,
@@ -221,8 +268,14 @@ def merge(
     *,
     full_sync: bool,
     seen_at: datetime,
+    speculate_after: datetime | None = None,
 ) -> MergeResult:
-    """Merge the staged files into the entity table inside the caller's transaction."""
+    """Merge the staged files into the entity table inside the caller's transaction.
+
+    ``speculate_after`` (the last watermark, with a margin) lets the keys-first path keep rows
+    modified since then while it streams the keys, and skip the second pass when they are all
+    the rows it has to write.
+    """
     target = ws.entity(entity.name)
     history = ws.history(entity.name)
     rows_t, keys_t, diff_t = _temp_tables(entity)
@@ -253,8 +306,13 @@ def merge(
     if two_pass:
         keys_t.create(conn)
         diff_t.create(conn)
-        staged = backend.stage(conn, keys_t, _key_batches(files))
+        speculation = _Speculation(speculate_after)
+        staged = backend.stage(conn, keys_t, _key_batches(files, speculation))
         backend.analyze(conn, keys_t)
+        if speculation.batches:
+            backend.stage(conn, rows_t, iter(speculation.batches))
+        kept = speculation.ords()
+        speculation.batches.clear()
         lap("stage keys")
         # one scan of the table finds new/changed/deleted/revived rows and, for a full sync, the
         # records that vanished
@@ -282,9 +340,10 @@ def merge(
             sa.select(k.c.ord).join(changed_keys, changed_keys.c.sourced_id == k.c.sourced_id).order_by(k.c.ord),
             execution_options={"stream_results": True, "yield_per": 50_000},
         ).scalars(), dtype=np.int64)
-        lap("find changed")
-        if len(wanted):
-            backend.stage(conn, rows_t, _row_batches(files, wanted))
+        missing = np.setdiff1d(wanted, kept, assume_unique=True)
+        lap(f"find changed ({len(wanted)} rows to write, {len(wanted) - len(missing)} kept from the first pass)")
+        if len(missing):
+            backend.stage(conn, rows_t, _row_batches(files, missing))
         backend.analyze(conn, rows_t)
         backend.analyze(conn, diff_t)
         diff = diff_t

@@ -396,3 +396,27 @@ def test_assessment_results_keep_history_too(wh: Warehouse, stage: Stager) -> No
     hist = wh.read_table("assessment_result_history", "district-a")
     assert list(zip(hist.old_score, hist.new_score, hist.assessment_line_item_sourced_id, strict=True)) == [
         (10.0, 12.0, "ali-1")]
+
+
+@pytest.mark.parametrize("cap", [100_000, 3])
+def test_reload_with_rows_kept_from_the_first_pass(wh: Warehouse, stage: Stager, cap: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows modified after the watermark are kept from the first pass; the rest come from a second."""
+    import gradesync.warehouse.loader as loader
+
+    monkeypatch.setattr(loader, "SPECULATION_CAP", cap)
+    old, new = "2026-08-20T08:00:00Z", "2026-09-05T08:00:00Z"  # the watermark is 2026-09-02
+    load(wh, stage, [result(i, dlm=old) for i in range(200)], "run-1", watermark=datetime(2026, 9, 2, tzinfo=timezone.utc))
+    records = [result(i, dlm=old) for i in range(200) if i != 9]
+    records[1] = result(1, score=-1.0, dlm=new)  # changed, modified after the watermark
+    records[2] = result(2, score=-2.0, dlm=old)  # changed without a new dateLastModified
+    records[3] = result(3, dlm=new)  # only touched
+    records += [result(1, score=-7.0, dlm=old), result(500, dlm=new), result(501, dlm=old)]  # older copy, new rows
+    c = load(wh, stage, records, "run-2", files=3, duplicates=0)
+    assert (c.inserted, c.updated, c.deleted, c.duplicates) == (2, 3, 1, 1) and balanced(c)
+    df = wh.read_table("results", "district-a").set_index("sourced_id")
+    assert df.loc["res-1", "score"] == -1.0 and df.loc["res-2", "score"] == -2.0
+    assert df.loc["res-3", "date_last_modified"] == pd.Timestamp(new)
+    assert df.loc["res-9", "deleted_reason"] == "vanished" and {"res-500", "res-501"} <= set(df.index)
+    hist = wh.read_table("result_history", "district-a")
+    assert sorted(hist.sourced_id) == ["res-1", "res-2", "res-9"]

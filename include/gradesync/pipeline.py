@@ -311,12 +311,11 @@ def dedupe_step(config: IntegrationConfig, manifests: list[dict[str, Any]], *, r
             extract_rejects = extract_rejects.assign(run_id=run_id, source="ic")
             rejects = pd.concat([extract_rejects, rejects], ignore_index=True)
         rejects_file = write_parquet(rejects, root / f"{entity_name}.rejects.parquet") if len(rejects) else None
-        counts = manifest["counts"]
-        extracted = int(counts["received"])
-        duplicates = int(outcome.counts.get("duplicates_ic", 0)) + int(counts.get("duplicates_in_scan", 0))
+        extracted, duplicates = audit_counts(manifest["counts"], outcome.counts)
         log.info(
             "Merged %s: %d from IC, %d from the vendor -> %d records, %d duplicates, %d rejected",
-            entity_name, extracted, outcome.counts.get("vendor_in", 0), len(outcome.merged), duplicates, len(rejects),
+            entity_name, manifest["counts"]["received"], outcome.counts.get("vendor_in", 0), len(outcome.merged),
+            duplicates, len(rejects),
         )
         out.append({
             "entity": entity_name,
@@ -330,6 +329,20 @@ def dedupe_step(config: IntegrationConfig, manifests: list[dict[str, Any]], *, r
             "started_at": manifest.get("started_at"),
         })
     return out
+
+
+def audit_counts(extract_counts: dict[str, Any], merge_counts: dict[str, Any]) -> tuple[int, int]:
+    """(extracted, duplicates) such that extracted = merged records + duplicates + rejected.
+
+    Extracted counts every record read from either source, repeats of a page scan included; a
+    duplicate is any record that did not become a merged record of its own: a repeat within one
+    source, or the second half of an IC/vendor pair matched by sourced_id or natural key.
+    """
+    scan_repeats = int(extract_counts.get("duplicates_in_scan", 0))
+    extracted = int(extract_counts["received"]) + scan_repeats + int(merge_counts.get("vendor_in", 0))
+    duplicates = scan_repeats + sum(int(merge_counts.get(k, 0)) for k in (
+        "duplicates_ic", "duplicates_vendor", "matched_by_sourced_id", "matched_by_natural_key"))
+    return extracted, duplicates
 
 
 def load_step(

@@ -83,3 +83,8 @@ def test_vendor_and_ic_merge_without_duplicates_with_lineage(
     assert untouched["score"] == ic_results[1]["score"]
     assert json.loads(untouched["field_sources"])["score"] == "ic"
     assert not results.index.duplicated().any()
+    for row in warehouse.run_summary(name, warehouse.latest_run_id(name)):  # the audit adds up
+        accounted = row["inserted"] + row["updated"] + row["unchanged"] + row["duplicates"] + row["rejected"]
+        assert row["extracted"] == accounted, row
+    runs = {r["entity"]: r for r in warehouse.run_summary(name, warehouse.latest_run_id(name))}
+    assert runs["line_items"]["duplicates"] >= 2  # the vendor's same-id copy and its natural-key twin

@@ -410,6 +410,7 @@ def report_step(
         "duration_s": round(duration, 1) if duration is not None else None,
         "warnings": warnings,
     }
+    summary["staging_removed"] = clean_staging(config)
     extracted = totals["extracted"]
     threshold = config.merge_rules.reject_rate_threshold
     if extracted and totals["rejected"] / extracted > threshold:
@@ -421,6 +422,24 @@ def report_step(
             f"see the rejects table for run {run_id}, fix the source records or raise the threshold"
         )
     return summary
+
+
+def clean_staging(config: IntegrationConfig, now: datetime | None = None) -> int:
+    """Remove this integration's staged runs older than ``staging.retention_days``; never fails a run."""
+    from datetime import timedelta
+
+    from gradesync.staging import cleanup_staging, staging_path
+
+    root = staging_path(config.staging.resolved_url()) / config.dag_id
+    try:
+        removed = cleanup_staging(root, timedelta(days=config.staging.retention_days), now)
+    except Exception as exc:  # noqa: BLE001 - housekeeping must not fail a sync that loaded
+        log.warning("Could not clean up staging under %s: %s", root, exc)
+        return 0
+    if removed:
+        log.info("Removed %d staged run(s) older than %d days under %s", len(removed),
+                 config.staging.retention_days, root)
+    return len(removed)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -303,7 +303,7 @@ def _classify(
         return "warehouse_locked", (
             f"another run holds the warehouse lock of this integration ({_message(lock)}): let that run finish, "
             "then clear this task; a dead run's lock is taken over automatically (see 'Warehouse lock' in "
-            "README_OPERATIONS.md)"
+            "docs/operations.md)"
         )
 
     if _find(exc, "AirflowTaskTimeout") is not None:

@@ -1,6 +1,6 @@
 """OAuth 2.0 client-credentials tokens for IC, fetched with requests-oauthlib and kept in memory only.
 
-How tokens flow (README_TOKENS.md has the why): each process that talks to IC holds one
+How tokens flow (docs/credentials-and-tokens.md has the why): each process that talks to IC holds one
 ``TokenManager`` per credential (shared by every client of that process). It fetches a token on first
 use, fetches a new one when less than ``min(60 s, 20 % of expires_in)`` of its life is left, and
 again (once per request) when IC answers 401. Concurrent threads share one fetch. Tokens live in this

@@ -112,7 +112,14 @@ def write_files(table: pa.Table, folder: Path) -> list[str]:
     return paths
 
 
+def bench_url(url: str) -> str:
+    """The URL with an application_name, so the server's CPU time can be attributed to the load."""
+    parsed = Warehouse(url).url
+    return parsed.update_query_dict({"application_name": APP_NAME}).render_as_string(hide_password=False)
+
+
 def fresh_warehouse(url: str, schema: str) -> Warehouse:
+    url = bench_url(url)
     engine = sa.create_engine(Warehouse(url).url)
     with engine.begin() as conn:
         conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
@@ -122,18 +129,48 @@ def fresh_warehouse(url: str, schema: str) -> Warehouse:
     return wh
 
 
+APP_NAME = "gradesync-bench"
+_CPU_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _server_cpu(wh: Warehouse) -> dict[int, float]:
+    """CPU seconds so far of the Postgres backends serving this benchmark (local server only)."""
+    out: dict[int, float] = {}
+    with wh.engine.connect() as conn:
+        pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :app"),
+                            {"app": APP_NAME}).scalars().all()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / _CPU_TICK
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed_load(wh: Warehouse, files: list[str], run_id: str, rows: int,
-               watermark: datetime | None = None) -> tuple[float, object]:
+               watermark: datetime | None = None) -> tuple[float, object, float, float]:
+    """(wall seconds, counts, client CPU seconds, server CPU seconds) of one load."""
+    server0, client0 = _server_cpu(wh), _client_cpu()
     t0 = time.perf_counter()
     counts = wh.load_entity("bench", "results", "1.2", files, run_id=run_id, full_sync=True, extracted=rows,
                             watermark=watermark)
-    return time.perf_counter() - t0, counts
+    seconds = time.perf_counter() - t0
+    client = _client_cpu() - client0
+    server = sum(cpu - server0.get(pid, 0.0) for pid, cpu in _server_cpu(wh).items())
+    return seconds, counts, client, server
 
 
 def child_load(url: str, schema: str, files: list[str], rows: int) -> None:
     """Run in a subprocess: one initial load, then print the process's peak RSS in MiB."""
     wh = fresh_warehouse(url, schema)
-    seconds, counts = timed_load(wh, files, "mem", rows)
+    seconds, counts, _client, _server = timed_load(wh, files, "mem", rows)
     assert counts.inserted == rows, counts
     print(f"{peak_rss_mib():.0f} {seconds:.2f}")
 
@@ -189,20 +226,22 @@ def main() -> None:
         print(f"gradesync warehouse load benchmark: {n:,} results, {len(files_a)} staged Parquet files, "
               f"Postgres at {sa.make_url(args.url).render_as_string(hide_password=True)}")
 
-        initial = []
+        initial, initial_cpu = [], []
         for i in range(args.repeat):
             wh = fresh_warehouse(args.url, args.schema)
-            seconds, counts = timed_load(wh, files_a, f"initial-{i}", n, newest(base))
+            seconds, counts, client, server = timed_load(wh, files_a, f"initial-{i}", n, newest(base))
             assert counts.inserted == n, counts
             initial.append(n / seconds)
+            initial_cpu.append((client, server))
             wh.dispose()
-        reload = []
+        reload, reload_cpu = [], []
         changed = []
         for i, (files, watermark) in enumerate(versions):  # full syncs of the next state
-            seconds, counts = timed_load(wh, files, f"reload-{i}", n, watermark)
+            seconds, counts, client, server = timed_load(wh, files, f"reload-{i}", n, watermark)
             assert counts.inserted == 0 and counts.unchanged + counts.updated == n, counts
             changed.append(counts.updated)
             reload.append(n / seconds)
+            reload_cpu.append((client, server))
         wh.dispose()
 
         sql_rate, sql_rows = to_sql_rate(args.url, args.schema, base, min(args.to_sql_rows, n))
@@ -249,6 +288,11 @@ def main() -> None:
         growth = mem[sizes[1]] - mem[sizes[0]]
         line(f"peak RSS growth {sizes[0]:,} -> {sizes[1]:,} rows", f"{growth:,.0f} MiB",
              f"flat: < 64 MiB [{ok(growth < 64)}]")
+    for label, cpu in (("initial load", initial_cpu), ("reload", reload_cpu)):
+        client = statistics.median(c for c, _ in cpu)
+        server = statistics.median(s for _, s in cpu)
+        line(f"CPU of the {label} (median)", f"{client + server:.1f} s",
+             "", f"gradesync process {client:.1f} s + Postgres backends {server:.1f} s; they overlap on 2 CPUs")
     load1, load5, _ = os.getloadavg()
     print(f"machine: {os.cpu_count()} CPUs, load average {load1:.1f} (1 min) / {load5:.1f} (5 min) at the end; "
           "figures are wall-clock and drop when other work shares the CPUs")

@@ -292,7 +292,9 @@ def dedupe_step(config: IntegrationConfig, manifests: list[dict[str, Any]], *, r
         parent_id_maps: dict[str, pd.Series] = {}
         for column, parent in entity.parents.items():
             if parent in config.selected_entities:
-                stored = warehouse.known_sourced_ids(config.name, parent)
+                # deleted parents count as known: a full sync accepts children of tombstoned
+                # line items (they are in the run), so a delta must as well
+                stored = warehouse.known_sourced_ids(config.name, parent, include_deleted=True)
                 known_parents[column] = stored.union(merged_ids.get(parent, pd.Index([])))
             if parent in id_maps:
                 parent_id_maps[column] = id_maps[parent]

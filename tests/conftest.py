@@ -19,30 +19,13 @@ os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
 
-DEFAULT_PG_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
-
-
-def require_postgres() -> bool:
-    return os.environ.get("GRADESYNC_REQUIRE_POSTGRES") == "1" or os.environ.get("CI") == "true"
-
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """URL of a reachable Postgres; skips (or, when required, fails) when there is none."""
-    import sqlalchemy as sa
+    """URL of a reachable Postgres; skips (or, under GRADESYNC_REQUIRE_POSTGRES=1, fails) when there is none."""
+    from gradesync.warehouse.testing import need_postgres
 
-    url = os.environ.get("GRADESYNC_PG_URL", DEFAULT_PG_URL)
-    try:
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no usable Postgres"
-        message = f"Postgres at {url} is unreachable: {exc.__class__.__name__}: {exc}"
-        if require_postgres():
-            pytest.fail(message + " (GRADESYNC_REQUIRE_POSTGRES=1)")
-        pytest.skip(message)
-    return url
+    return need_postgres()
 
 
 @pytest.fixture(scope="session")

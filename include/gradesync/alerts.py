@@ -230,9 +230,36 @@ class _PlainNotifier(BaseNotifier):
     """
 
     template_fields = ()
+    integration: str
+    connection_id: str
+    warehouse_connection_id: str | None
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         return None
+
+    def send(self, alert: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def asend(self, alert: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def notify(self, context: Any) -> None:
+        alert = failure_alert(
+            context, integration=self.integration, connection_id=self.connection_id,
+            warehouse_connection_id=self.warehouse_connection_id,
+            secrets=_connection_secrets(self.connection_id, self.warehouse_connection_id),
+        )
+        if alert is not None:
+            self.send(alert)
+
+    async def async_notify(self, context: Any) -> None:
+        secrets = await _aconnection_secrets(self.connection_id, self.warehouse_connection_id)
+        alert = failure_alert(
+            context, integration=self.integration, connection_id=self.connection_id,
+            warehouse_connection_id=self.warehouse_connection_id, secrets=secrets,
+        )
+        if alert is not None:
+            await self.asend(alert)
 
 
 class WebhookNotifier(_PlainNotifier):
@@ -259,24 +286,6 @@ class WebhookNotifier(_PlainNotifier):
         self.connection_id = connection_id
         self.warehouse_connection_id = warehouse_connection_id
         self.timeout = timeout
-
-    def notify(self, context: Any) -> None:
-        alert = failure_alert(
-            context, integration=self.integration, connection_id=self.connection_id,
-            warehouse_connection_id=self.warehouse_connection_id,
-            secrets=_connection_secrets(self.connection_id, self.warehouse_connection_id),
-        )
-        if alert is not None:
-            self.send(alert)
-
-    async def async_notify(self, context: Any) -> None:
-        secrets = await _aconnection_secrets(self.connection_id, self.warehouse_connection_id)
-        alert = failure_alert(
-            context, integration=self.integration, connection_id=self.connection_id,
-            warehouse_connection_id=self.warehouse_connection_id, secrets=secrets,
-        )
-        if alert is not None:
-            await self.asend(alert)
 
     def send(self, alert: Mapping[str, Any]) -> None:
         """Post ``alert`` now (blocking); raises ``AlertDeliveryError`` when the webhook refuses it."""
@@ -348,24 +357,6 @@ class EmailNotifier(_PlainNotifier):
         self.smtp_conn_id = smtp_conn_id
         self.from_email = from_email
         self.warehouse_connection_id = warehouse_connection_id
-
-    def notify(self, context: Any) -> None:
-        alert = failure_alert(
-            context, integration=self.integration, connection_id=self.connection_id,
-            warehouse_connection_id=self.warehouse_connection_id,
-            secrets=_connection_secrets(self.connection_id, self.warehouse_connection_id),
-        )
-        if alert is not None:
-            self.send(alert)
-
-    async def async_notify(self, context: Any) -> None:
-        secrets = await _aconnection_secrets(self.connection_id, self.warehouse_connection_id)
-        alert = failure_alert(
-            context, integration=self.integration, connection_id=self.connection_id,
-            warehouse_connection_id=self.warehouse_connection_id, secrets=secrets,
-        )
-        if alert is not None:
-            await self.asend(alert)
 
     def _smtp(self, alert: Mapping[str, Any], secrets: list[str]) -> Any:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier

@@ -81,20 +81,17 @@ def metadata_server() -> str | None:
     ``GRADESYNC_AIRFLOW_METADATA=sqlite|postgres`` forces one; ``postgres`` (or
     ``GRADESYNC_REQUIRE_POSTGRES=1``) with no server fails rather than falling back.
     """
-    import sqlalchemy as sa
+    from gradesync.warehouse.testing import postgres_required, postgres_unreachable_reason
+    from gradesync.warehouse.testing import postgres_url as server_url
 
     choice = os.environ.get("GRADESYNC_AIRFLOW_METADATA", "")
     if choice == "sqlite":
         return None
-    url = os.environ.get("GRADESYNC_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
-    try:
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no usable Postgres"
-        if choice == "postgres" or os.environ.get("GRADESYNC_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"Postgres for Airflow's metadata DB at {url} is unreachable: {exc}")
+    url = server_url()
+    reason = postgres_unreachable_reason(url)
+    if reason is not None:
+        if choice == "postgres" or postgres_required():
+            pytest.fail(f"Postgres for Airflow's metadata DB at {url} is unreachable: {reason}")
         return None
     return url
 

@@ -186,25 +186,29 @@ def _key_batches(files: StagedFiles, speculation: _Speculation) -> Iterator[pa.R
                                          names=["ord", "sourced_id", "row_hash", "tombstone"])
 
 
+def _constant(value: pa.Array, n: int) -> pa.DictionaryArray:
+    """``n`` times the one value of ``value``, as a dictionary (encoded once, not per row)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), value)
+
+
 def _target_batches(files: StagedFiles, target: sa.Table, integration_id: str, run_id: str,
                     seen_at: datetime) -> Iterator[pa.RecordBatch]:
     """Staged rows as complete rows of the entity table (new records, first seen now)."""
     seen = pa.array([seen_at], pa.timestamp("us", tz="UTC"))
-    texts = pa.array([integration_id, run_id, REASON_TOMBSTONE], pa.string())
+    iid, run = pa.array([integration_id], pa.string()), pa.array([run_id], pa.string())
+    reason = pa.scalar(REASON_TOMBSTONE, pa.string())
+    names = [c.name for c in target.columns]
     for sb in files.batches():
         n = sb.batch.num_rows
-        zeros = np.zeros(n, dtype=np.int64)
         tomb = pa.array(sb.tombstone)
-        seen_n = seen.take(zeros)
-        run_n = texts.take(np.full(n, 1))
+        seen_n, run_n = _constant(seen, n), _constant(run, n)
         extra = {
-            "integration_id": texts.take(zeros),
+            "integration_id": _constant(iid, n),
             "row_hash": pa.array(sb.hashes),
             "first_seen_at": seen_n, "first_run_id": run_n, "changed_at": seen_n, "changed_run_id": run_n,
-            "deleted_at": pa.compute.if_else(tomb, seen_n, pa.nulls(n, seen.type)),
-            "deleted_reason": pa.compute.if_else(tomb, texts.take(np.full(n, 2)), pa.nulls(n, pa.string())),
+            "deleted_at": pa.compute.if_else(tomb, seen[0], pa.scalar(None, seen.type)),
+            "deleted_reason": pa.compute.if_else(tomb, reason, pa.scalar(None, pa.string())),
         }
-        names = [c.name for c in target.columns]
         yield pa.RecordBatch.from_arrays([extra[c] if c in extra else sb.batch.column(c) for c in names],
                                          names=names)
 

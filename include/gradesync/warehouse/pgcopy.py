@@ -6,8 +6,9 @@ of complete field encodings (4-byte big-endian length, then the value in the typ
 send format, or length -1 for NULL); ``binary_join_element_wise`` then concatenates them into
 tuples in C++, and the joined array's data buffer is the COPY payload. Nothing loops per row.
 
-Supported column types (what the staging format produces): text and jsonb (from string or
-dictionary<string>), bigint, double precision, boolean, date, timestamptz.
+Supported column types (what the staging format produces): text and jsonb (from strings),
+bigint, double precision, boolean, date, timestamptz; any of them also dictionary-encoded, in
+which case each distinct value is encoded once.
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ def _with_nulls(field: pa.Array, source: pa.Array) -> pa.Array:
 
 
 def _text_fields(arr: pa.Array, jsonb: bool) -> pa.Array:
-    if pa.types.is_dictionary(arr.type):
-        fields = _text_fields(arr.dictionary, jsonb)
-        taken = fields.take(arr.indices.fill_null(0)) if len(fields) else pa.array([b""] * len(arr), pa.binary())
-        return _with_nulls(taken, arr)
     values = arr.cast(pa.binary())
     lengths = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False).astype(">i4")
     if jsonb:  # jsonb's binary format: a version byte, then the JSON text
@@ -60,6 +57,10 @@ def _text_fields(arr: pa.Array, jsonb: bool) -> pa.Array:
 
 def _field(arr: pa.Array, pg_type: str) -> pa.Array:
     t = arr.type
+    if pa.types.is_dictionary(t):  # encode each distinct value once (constants are 1-value dictionaries)
+        fields = _field(arr.dictionary, pg_type)
+        taken = fields.take(arr.indices.fill_null(0)) if len(fields) else pa.array([b""] * len(arr), pa.binary())
+        return _with_nulls(taken, arr)
     if pg_type in ("text", "jsonb"):
         return _text_fields(arr, pg_type == "jsonb")
     if pg_type == "int8":

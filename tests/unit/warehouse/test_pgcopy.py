@@ -49,3 +49,11 @@ def test_sliced_batches_and_mismatched_types() -> None:
         encode_batch(batch, ["text", "int8"])
     with pytest.raises(TypeError):
         encode_batch(pa.RecordBatch.from_arrays([pa.array([1])], names=["x"]), ["timestamptz"])
+
+
+def test_dictionary_encoded_columns_encode_like_plain_ones() -> None:
+    ts = pa.array([datetime(2026, 9, 1, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
+    const = pa.DictionaryArray.from_arrays(pa.array([0, 0, None], pa.int32()), ts)
+    plain = pa.array([ts[0].as_py(), ts[0].as_py(), None], ts.type)
+    enc = [bytes(encode_batch(pa.RecordBatch.from_arrays([a], names=["t"]), ["timestamptz"])) for a in (const, plain)]
+    assert enc[0] == enc[1]

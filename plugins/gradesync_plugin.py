@@ -1,9 +1,8 @@
-"""Airflow plugin of gradesync: template macros for the sync window and a run-outcome listener.
+"""Airflow plugin of gradesync: a template macro for OneRoster filters and a run-outcome listener.
 
 A thin wrapper over ``gradesync.macros``: importing it does nothing but define the plugin.
 
-- ``{{ macros.gradesync.gradesync_window(data_interval_start, data_interval_end, params) }}`` and
-  ``{{ macros.gradesync.gradesync_filter(since, until) }}`` in any templated field;
+- ``{{ macros.gradesync.gradesync_filter(since, until) }}`` in any templated field;
 - one scheduler log line per finished ``grade_sync_*`` run (logger ``gradesync.runs``).
 """
 
@@ -15,7 +14,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-from gradesync.macros import gradesync_filter, gradesync_window, run_outcome_line
+from gradesync.macros import gradesync_filter, run_outcome_line
 
 log = logging.getLogger("gradesync.runs")
 
@@ -36,5 +35,5 @@ class RunOutcomeListener:
 
 class GradesyncPlugin(AirflowPlugin):
     name = "gradesync"
-    macros = [gradesync_window, gradesync_filter]
+    macros = [gradesync_filter]
     listeners = [RunOutcomeListener()]

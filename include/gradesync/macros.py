@@ -1,14 +1,13 @@
 """Template macros and run-outcome lines behind ``plugins/gradesync_plugin.py``.
 
-Downstream tasks (a dbt run, a SQL check, a report) often need the same window a grade sync run
-read from IC. These functions make it available in any templated field, e.g.
-``{{ macros.gradesync.gradesync_window(data_interval_start, data_interval_end, params) }}``,
-with the same precedence the pipeline applies: ``full_refresh``, then ``since``, then the interval.
+Downstream tasks (a dbt run, a SQL check) sometimes need the OneRoster filter of a window, e.g.
+``{{ macros.gradesync.gradesync_filter(data_interval_start, data_interval_end) }}``. The window a
+run actually read is in each extract task's XCom manifest (``window``): which one applies depends
+on the stored watermark, so it is decided in one place only, ``gradesync.pipeline.resolve_window``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,30 +20,6 @@ def _utc(value: Any) -> datetime | None:
     else:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
-
-
-def gradesync_window(
-    data_interval_start: Any = None, data_interval_end: Any = None, params: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The run's window as ``{"full", "since", "until"}`` (UTC ISO strings), honouring the trigger Params.
-
-    Without an interval or Params (a manual run) the answer is "since the stored watermark", which
-    only the warehouse knows: ``since`` and ``until`` are then ``None`` and ``full`` is false.
-    """
-    params = params or {}
-    if params.get("full_refresh") in (True, "true", "True"):
-        return {"full": True, "since": None, "until": None}
-    since = _utc(params.get("since"))
-    if since is not None:
-        return {"full": False, "since": _iso(since), "until": None}
-    start, end = _utc(data_interval_start), _utc(data_interval_end)
-    if start is not None and end is not None and end > start:
-        return {"full": False, "since": _iso(start), "until": _iso(end)}
-    return {"full": False, "since": None, "until": None}
 
 
 def gradesync_filter(since: Any = None, until: Any = None) -> str:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-from gradesync.macros import gradesync_filter, gradesync_window, run_outcome_line
+from gradesync.macros import gradesync_filter, run_outcome_line
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -23,7 +23,7 @@ info = [p for p in plugins_manager.get_plugin_info() if p["name"] == "gradesync"
 
 plugins_manager.integrate_macros_plugins()
 from airflow.sdk.execution_time import macros
-window = macros.gradesync.gradesync_window("2026-11-01T02:00:00+00:00", "2026-11-02T02:00:00+00:00", {})
+window = macros.gradesync.gradesync_filter("2026-11-01T02:00:00+00:00", "2026-11-02T02:00:00+00:00")
 
 from airflow.listeners.listener import get_listener_manager
 from types import SimpleNamespace
@@ -51,9 +51,9 @@ def test_airflow_loads_the_plugin_and_wires_macros_and_listener(tmp_path: Path) 
     assert result["errors"] == {}
     [info] = result["info"]
     assert info["source"].endswith("gradesync_plugin.py")
-    assert any("gradesync_window" in m for m in info["macros"])
+    assert any("gradesync_filter" in m for m in info["macros"])
     assert any("RunOutcomeListener" in str(listener) for listener in info["listeners"])
-    assert result["window"] == {"full": False, "since": "2026-11-01T02:00:00Z", "until": "2026-11-02T02:00:00Z"}
+    assert result["window"] == "dateLastModified>'2026-11-01T02:00:00.000Z' AND dateLastModified<='2026-11-02T02:00:00.000Z'"
     assert result["logged"] == ["grade_sync_district_a: scheduled run scheduled__x succeeded in 0h05m00s"]
 
 
@@ -72,16 +72,6 @@ def test_importing_the_plugin_has_no_side_effects(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"name": "gradesync", "new": ["gradesync", "gradesync.macros"]}
-
-
-def test_window_precedence() -> None:
-    start, end = datetime(2026, 11, 1, 2, tzinfo=timezone.utc), datetime(2026, 11, 2, 2, tzinfo=timezone.utc)
-    assert gradesync_window(start, end, {"full_refresh": True}) == {"full": True, "since": None, "until": None}
-    assert gradesync_window(start, end, {"since": "2026-10-01"}) == {
-        "full": False, "since": "2026-10-01T00:00:00Z", "until": None}
-    assert gradesync_window(start, end) == {"full": False, "since": "2026-11-01T02:00:00Z",
-                                            "until": "2026-11-02T02:00:00Z"}
-    assert gradesync_window(end, end) == {"full": False, "since": None, "until": None}  # manual: watermark
 
 
 def test_filter_matches_the_oneroster_client() -> None:

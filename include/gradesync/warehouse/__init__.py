@@ -7,7 +7,7 @@
         counts = wh.load_entity(integration_id, "results", "1.2", files, run_id=run_id, full_sync=False,
                                 extracted=n, duplicates=d, rejects=rejects_df, watermark=wm)
 
-See README_SCHEMA.md for the tables and example queries.
+See docs/warehouse.md for the tables and example queries.
 """
 
 from gradesync.warehouse.connection import warehouse_url_from_connection

@@ -138,6 +138,8 @@ class IntegrationConfig(_Model):
     extraction: ExtractionSettings = ExtractionSettings()
     staging: StagingSettings = StagingSettings()
     vendor_source: VendorSource | None = None
+    # a scheduled full sync that would mark more than this share of live records deleted is held back
+    max_vanished_share: float = Field(0.5, ge=0, le=1)
     merge_rules: MergeRules = MergeRules()  # master fields, match keys, mappings, reject threshold
     alerts: Alerts = Alerts()
     tags: list[str] = []

@@ -28,6 +28,7 @@ log = logging.getLogger("gradesync.pipeline")
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 INTERVAL_RUN_TYPES = ("scheduled", "backfill")
+SCHEDULED_FULL_SYNC = "weekly full sync"
 
 
 
@@ -94,7 +95,7 @@ def resolve_window(
         if config.full_sync_weekday is not None and run_type == "scheduled":  # backfills keep their window
             local_end = interval_end.astimezone(ZoneInfo(config.timezone))
             if _WEEKDAYS[local_end.weekday()] == config.full_sync_weekday:
-                return Window(True, reason=f"weekly full sync ({config.full_sync_weekday})")
+                return Window(True, reason=SCHEDULED_FULL_SYNC)
         return Window(False, since=interval_start, until=interval_end, reason="data interval")
     return Window(False, since=watermark, reason="stored watermark")
 
@@ -361,16 +362,42 @@ def load_step(
             rejects = read_parquet_files([item["rejects_file"]]) if item.get("rejects_file") else None
             watermark = _next_watermark(window, item.get("max_date_last_modified"))
             started_at = datetime.fromisoformat(item["started_at"]) if item.get("started_at") else utcnow()
+            warning = _vanish_guard(config, warehouse, item, window)
             counts = warehouse.load_entity(
                 config.name, item["entity"], config.api_version, [staging_path(f) for f in item["files"]],
-                run_id=run_id, full_sync=window.full, extracted=item["extracted"], duplicates=item["duplicates"],
-                rejects=rejects, watermark=watermark, started_at=started_at, dry_run=dry_run,
+                run_id=run_id, full_sync=window.full and warning is None, extracted=item["extracted"],
+                duplicates=item["duplicates"], rejects=rejects, watermark=watermark, started_at=started_at,
+                dry_run=dry_run,
             )
-            row = {"entity": item["entity"], **_counts_dict(counts), "dry_run": dry_run}
+            row = {"entity": item["entity"], **_counts_dict(counts), "dry_run": dry_run,
+                   "warnings": [warning] if warning else []}
             log.info("%s %s: %s", "Dry run, would load" if dry_run else "Loaded", item["entity"],
                      ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("entity", "dry_run")))
             results.append(row)
     return results
+
+
+def _vanish_guard(config: IntegrationConfig, warehouse: Any, item: dict[str, Any], window: Window) -> str | None:
+    """Refuse to mark most of an entity deleted because a scheduled full sync came back small.
+
+    A scheduled full sync marks every record it did not see as deleted. If IC answers with far fewer
+    records than the warehouse holds (a permission change, an emptied test tenant), that would
+    delete the gradebook; a ``full_refresh`` someone asked for (e.g. after the school-year rollover)
+    is trusted. Returns the warning when the guard holds the deletes back.
+    """
+    if not window.full or window.reason != SCHEDULED_FULL_SYNC:
+        return None
+    live = len(warehouse.known_sourced_ids(config.name, item["entity"]))
+    seen = int(item["extracted"]) - int(item["duplicates"]) - int(item["rejected"])
+    if live == 0 or seen >= live * (1 - config.max_vanished_share):
+        return None
+    message = (
+        f"{item['entity']}: the weekly full sync saw {seen} records but the warehouse holds {live} live ones; "
+        f"marking more than {config.max_vanished_share:.0%} of them deleted needs a human: check the IC "
+        "connection's permissions, then trigger a run with full_refresh (or raise max_vanished_share)"
+    )
+    log.warning(message)
+    return message
 
 
 def _next_watermark(window: Window, max_seen: str | None) -> datetime | None:
@@ -398,7 +425,7 @@ def report_step(
     duration = (utcnow() - started_at).total_seconds() if started_at else None
     log.info("%sRun %s of %s\n%s", "DRY RUN (nothing was loaded; counts are what a load would do). " if dry_run
              else "", run_id, config.dag_id, format_table(rows + [{"entity": "TOTAL", **totals}]))
-    warnings: list[str] = []
+    warnings: list[str] = [w for row in loaded for w in row.get("warnings", [])]
     for row in rows:
         accounted = sum(int(row[c]) for c in ("inserted", "updated", "unchanged", "duplicates", "rejected"))
         if accounted != int(row["extracted"]):

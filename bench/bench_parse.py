@@ -8,7 +8,7 @@ parsing context naming one DAG, as a worker does before it runs a task of that D
 
 Targets: < 20 ms per integration and < 10 s in total at 500 integrations.
 
-    .venv/bin/python bench/bench_parse.py [--sizes 1,100,500] [--repeats 3] [--variant current|proposed|both]
+    .venv/bin/python bench/bench_parse.py [--sizes 1,100,500] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -37,28 +37,6 @@ CHILD = textwrap.dedent("""
     t2, c2 = time.perf_counter(), time.process_time()
     print(json.dumps({"import_s": t1 - t0, "parse_s": t2 - t1, "cpu_s": c2 - c1, "dags": len(bag.dag_ids),
                       "import_errors": len(bag.import_errors)}))
-""")
-
-
-# The proposed dags/ file: the factory fed by parsing.discover_for_parsing, and YAML read with libyaml's C
-# loader (the one-line change proposed for config.load_config, applied here by patching yaml.safe_load).
-PROPOSED_DAG_FILE = textwrap.dedent("""
-    \"\"\"Bench variant of dags/grade_sync.py (one Airflow DAG per integration) once parsing.py is wired in.\"\"\"
-    import logging
-
-    import yaml
-
-    if hasattr(yaml, "CSafeLoader"):
-        yaml.safe_load = lambda stream: yaml.load(stream, Loader=yaml.CSafeLoader)
-
-    from gradesync.dag_factory import build_dag
-    from gradesync.parsing import discover_for_parsing
-
-    _found = discover_for_parsing()
-    for _error in _found.errors:
-        logging.getLogger("gradesync.dag_factory").error("gradesync: skipping integration config %s", _error)
-    for _path, _config in _found.configs:
-        globals()[_config.dag_id] = build_dag(_config)
 """)
 
 
@@ -112,19 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1,100,500")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dags-folder", type=Path, default=ROOT / "dags")
-    parser.add_argument("--variant", choices=["current", "proposed", "both"], default="both",
-                        help="current: the DAG file in --dags-folder; proposed: a temporary DAG file wired "
-                             "through gradesync.parsing (see PROPOSED_DAG_FILE); both: interleaved")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    folders = {}
-    if args.variant in ("current", "both"):
-        folders["current"] = args.dags_folder
-    if args.variant in ("proposed", "both"):
-        folders["proposed"] = Path(tempfile.mkdtemp(prefix="gradesync-bench-dags-"))
-        (folders["proposed"] / "grade_sync.py").write_text(PROPOSED_DAG_FILE, encoding="utf-8")
+    folders = {"dags/": args.dags_folder}
 
-    print(f"DagBag parse (fresh process per run, median of {args.repeats}; variants interleaved). "
+    print(f"DagBag parse (fresh process per run, median of {args.repeats}). "
           "'wall' is elapsed time, 'cpu' the parse's own CPU time, which a busy machine distorts less.")
     print(f"{'variant':>8}  {'integr.':>7}  {'dags':>5}  {'wall s':>7}  {'cpu s':>6}  {'ms/integr.':>10}  "
           f"{'task wall s':>11}  {'task cpu s':>10}  {'task dags':>9}")

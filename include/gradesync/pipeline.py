@@ -7,10 +7,8 @@ Airflow, rerun on its own, and run on any worker that can reach the staging loca
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -139,33 +137,6 @@ def write_parquet(df: pd.DataFrame, target: Any) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class EntityRunCounts:
-    """What happened to one entity's records in one run; the audit adds these up."""
-
-    entity: str
-    extracted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def elapsed(started: float) -> float:
-    return round(time.monotonic() - started, 3)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str, sort_keys=True)
-
-
 
 
 # ---------------------------------------------------------------------------------------------

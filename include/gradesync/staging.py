@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
 from gradesync.entities import Entity, Field
+from gradesync.oneroster.client import envelope_records
 from gradesync.oneroster.errors import RetryableError
 from gradesync.records import REJECT_SCHEMA, Reject, arrow_schema, flatten_records, rejects_table
 
@@ -157,13 +158,7 @@ class PageDecoder:
             rows = getattr(page, collection)
             ids = [r.sourced_id for r in rows]
             return ParsedPage(body, rows, None, ids, len(rows))
-        try:
-            data = self._generic.decode(body)
-        except msgspec.DecodeError:
-            raise RetryableError("truncated or invalid JSON body", kind="bad_body") from None
-        records = data.get(collection) if isinstance(data, dict) else None
-        if not isinstance(records, list):
-            raise RetryableError(f"body has no {collection!r} list", kind="bad_body")
+        records = envelope_records(body, collection, self._generic)
         ids = [_record_id(r) for r in records]
         return ParsedPage(body, None, records, ids, len(records))
 

@@ -113,18 +113,26 @@ def _imsx_detail(body: bytes) -> tuple[str | None, str]:
     return (redact(minors[0])[:80] if minors else None), description
 
 
+def envelope_records(body: bytes, collection: str, decoder: msgspec.json.Decoder | None = None) -> list[Any]:
+    """The list under a collection's envelope key; a truncated or foreign body is fetched again."""
+    try:
+        data = (decoder or _GENERIC_JSON).decode(body)
+    except msgspec.DecodeError:
+        raise RetryableError("truncated or invalid JSON body", kind="bad_body") from None
+    records = data.get(collection) if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise RetryableError(f"body has no {collection!r} list", kind="bad_body")
+    return records
+
+
+_GENERIC_JSON = msgspec.json.Decoder()
+
+
 def json_envelope(collection: str) -> Callable[[bytes], list[Any]]:
     """Default decoder: the body must be JSON with a list under the collection's envelope key."""
 
     def decode(body: bytes) -> list[Any]:
-        try:
-            data = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            raise RetryableError("truncated or invalid JSON body", kind="bad_body") from None
-        records = data.get(collection) if isinstance(data, dict) else None
-        if not isinstance(records, list):
-            raise RetryableError(f"body has no {collection!r} list", kind="bad_body")
-        return records
+        return envelope_records(body, collection)
 
     return decode
 

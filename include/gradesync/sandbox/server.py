@@ -663,13 +663,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- writes ------------------------------------------------------------------------------------------
     def _parse_record(self, collection: str, body: bytes) -> dict[str, Any]:
         singular = ENVELOPES[collection][1]
-        try:
-            payload = json.loads(body or b"null")
-        except ValueError:
-            raise ApiError(400, "invaliddata", "request body is not valid JSON") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get(singular), dict):
-            raise ApiError(400, "invaliddata", f'request body must be {{"{singular}": {{...}}}}')
-        return payload[singular]
+        return _enveloped_body(body, singular, dict, f'{{"{singular}": {{...}}}}')
 
     def _put(self, route: Route, collection: str, sourced_id: str, body: bytes) -> None:
         app = self.app
@@ -692,15 +686,10 @@ class _Handler(BaseHTTPRequestHandler):
         if route.api != "1.2" or route.base != "gradebook":
             raise ApiError(405, "unsupported", "POST is not supported here")
         plural = ENVELOPES[target][0]
-        try:
-            payload = json.loads(body or b"null")
-        except ValueError:
-            raise ApiError(400, "invaliddata", "request body is not valid JSON") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get(plural), list):
-            raise ApiError(400, "invaliddata", f'request body must be {{"{plural}": [...]}}')
+        items = _enveloped_body(body, plural, list, f'{{"{plural}": [...]}}')
         parent, parent_id = segments[0], segments[1]
         pairs = []
-        for record in payload[plural]:
+        for record in items:
             if not isinstance(record, dict):
                 raise ApiError(400, "invaliddata", f"each of {plural} must be an object")
             record = dict(record)
@@ -863,3 +852,14 @@ class SandboxServer:
         assert self.app is not None, "start() first"
         return self.app.connection_info()
 
+
+
+def _enveloped_body(body: bytes, key: str, kind: type, shape: str) -> Any:
+    """The value under ``key`` of a JSON request body, or IC's 400 ``invaliddata`` naming the shape."""
+    try:
+        payload = json.loads(body or b"null")
+    except ValueError:
+        raise ApiError(400, "invaliddata", "request body is not valid JSON") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get(key), kind):
+        raise ApiError(400, "invaliddata", f"request body must be {shape}")
+    return payload[key]

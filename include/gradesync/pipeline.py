@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from gradesync.config import IntegrationConfig
 from gradesync.entities import get_entity
 from gradesync.records import arrow_schema
+from gradesync.staging import staging_path
 
 log = logging.getLogger("gradesync.pipeline")
 
@@ -109,15 +110,11 @@ def run_folder_name(run_id: str) -> str:
 
 
 def run_staging_root(config: IntegrationConfig, run_id: str) -> Any:
-    from gradesync.staging import staging_path
-
     return staging_path(config.staging.resolved_url()) / config.dag_id / run_folder_name(run_id)
 
 
 def read_parquet_files(files: list[str]) -> pd.DataFrame | None:
     """Concatenate staged Parquet parts; ``None`` when there are none."""
-    from gradesync.staging import staging_path
-
     tables = []
     for name in files:
         with staging_path(name).open("rb") as handle:
@@ -206,7 +203,7 @@ def extract_step(
 ) -> dict[str, Any]:
     """Stream one entity from IC into staged Parquet parts and return their manifest."""
     from gradesync.extract import extract_entity
-    from gradesync.oneroster import OneRosterHook
+    from gradesync.oneroster import OneRosterHook, request_concurrency
 
     if selected is not None and entity_name not in selected:
         log.info("Skipping %s: not in this run's entities %s", entity_name, selected)
@@ -220,8 +217,6 @@ def extract_step(
              "full sync" if window.full else f"changed after {window.since} up to {window.until or 'now'}",
              window.reason)
     hook = OneRosterHook(ic_conn_id=config.connection_id, api_version=config.api_version)
-    from gradesync.oneroster import request_concurrency
-
     client = hook.get_client(
         max_concurrency=request_concurrency(config.extraction.max_concurrent_requests,
                                             config.extraction.peak_window, utcnow())
@@ -323,8 +318,6 @@ def load_step(
     config: IntegrationConfig, merged: list[dict[str, Any]], *, run_id: str, dry_run: bool = False
 ) -> list[dict[str, Any]]:
     """Load each entity in its own transaction, parents first, under the integration's lock."""
-    from gradesync.staging import staging_path
-
     warehouse = open_warehouse(config)
     results: list[dict[str, Any]] = []
     with warehouse.integration_lock(config.name, run_id):
@@ -428,7 +421,7 @@ def clean_staging(config: IntegrationConfig, now: datetime | None = None) -> int
     """Remove this integration's staged runs older than ``staging.retention_days``; never fails a run."""
     from datetime import timedelta
 
-    from gradesync.staging import cleanup_staging, staging_path
+    from gradesync.staging import cleanup_staging
 
     root = staging_path(config.staging.resolved_url()) / config.dag_id
     try:

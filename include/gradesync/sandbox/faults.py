@@ -30,7 +30,7 @@ class FaultConfig:
     drop_rate: float = 0.0
     truncate_every: int = 0  # every Nth API response is cut short
     truncate_mode: str = "length"  # "length": Content-Length larger than body; "json": valid HTTP, cut JSON
-    revoke_after: int = 0  # revoke every token once, after N API requests
+    revoke_after: int = 0  # revoke every token once, on the first served API request after N
     drift_every: int = 0  # every Nth list request with offset > 0 inserts records before the offset
     drift_count: int = 1  # records inserted per drift
     seed: int = 0
@@ -103,21 +103,28 @@ class FaultInjector:
             c = self.config
             self.requests += 1
             n = self.requests
-            revoke = False
+            fault = self._fault(c, n, in_flight)
+            if fault is not None:
+                return fault
+            # the revocation lands on a request that is otherwise served, so that request itself meets
+            # the 401: a fault on the same request could hide it behind a client's timely renewal
             if c.revoke_after and not self._revoked and n > c.revoke_after:
                 self._revoked = True
-                revoke = True
-            if c.max_concurrency and in_flight > c.max_concurrency:
-                return FaultDecision(429, "concurrency", revoke_now=revoke)
-            if self._every(c.throttle_every, n) or self._rate(c.throttle_rate):
-                return FaultDecision(429, "throttle", revoke_now=revoke)
-            if self._every(c.error_every, n) or self._rate(c.error_rate):
-                return FaultDecision(c.error_status, "error", revoke_now=revoke)
-            if self._every(c.drop_every, n) or self._rate(c.drop_rate):
-                return FaultDecision(drop=True, reason="drop", revoke_now=revoke)
-            if self._every(c.truncate_every, n):
-                return FaultDecision(truncate=True, reason="truncate", revoke_now=revoke)
-            return FaultDecision(revoke_now=revoke)
+                return FaultDecision(revoke_now=True)
+            return FaultDecision()
+
+    def _fault(self, c: FaultConfig, n: int, in_flight: int) -> FaultDecision | None:
+        if c.max_concurrency and in_flight > c.max_concurrency:
+            return FaultDecision(429, "concurrency")
+        if self._every(c.throttle_every, n) or self._rate(c.throttle_rate):
+            return FaultDecision(429, "throttle")
+        if self._every(c.error_every, n) or self._rate(c.error_rate):
+            return FaultDecision(c.error_status, "error")
+        if self._every(c.drop_every, n) or self._rate(c.drop_rate):
+            return FaultDecision(drop=True, reason="drop")
+        if self._every(c.truncate_every, n):
+            return FaultDecision(truncate=True, reason="truncate")
+        return None
 
     def drift_now(self, offset: int) -> bool:
         """True when this list request (with ``offset``) should see records inserted before it."""

@@ -38,6 +38,14 @@ def test_concurrency_limit_and_single_revocation() -> None:
     assert revocations == [False, True, False, False, False]
 
 
+def test_revocation_waits_for_a_request_that_is_served() -> None:
+    injector = FaultInjector(FaultConfig(revoke_after=1, error_every=2, throttle_every=3))
+    decisions = [injector.decide(1) for _ in range(5)]
+    # requests 2 to 4 are faulted: the revocation lands on request 5, the first one served after 1
+    assert [(d.status, d.revoke_now) for d in decisions] == [
+        (None, False), (500, False), (429, False), (500, False), (None, True)]
+
+
 def test_drift_counts_only_paged_list_requests() -> None:
     injector = FaultInjector(FaultConfig(drift_every=2))
     assert [injector.drift_now(offset) for offset in (0, 10, 0, 20, 30, 40)] == [False, False, False, True, False, True]

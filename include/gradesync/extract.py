@@ -427,7 +427,9 @@ class _Scan:
         self.planned = len(offsets) + 1
         ahead = max(4, self.client.max_concurrency * 4)  # pages fetched ahead of the consumer (bounded memory)
         futures: dict[int, Future[_Fetched]] = {}
-        with ThreadPoolExecutor(max_workers=self.client.max_concurrency,
+        # twice as many threads as request slots: a thread decoding its page has released its slot,
+        # and another thread is ready to take it at once (the client's throttle caps requests in flight)
+        with ThreadPoolExecutor(max_workers=2 * self.client.max_concurrency,
                                 thread_name_prefix=f"extract-{self.entity_name}") as pool:
             try:
                 next_submit = 0

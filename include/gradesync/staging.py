@@ -21,6 +21,7 @@ import logging
 import operator
 import os
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -52,6 +53,9 @@ _C_ENCODER = (
     json.encoder.c_make_encoder(None, None, json.encoder.encode_basestring, None, ": ", ", ", True, False, True)
     if json.encoder.c_make_encoder is not None else None
 )
+
+
+_RAW_DECODER = msgspec.json.Decoder()
 
 
 def _JSON_ENCODE(value: Any) -> str:  # noqa: N802 - a drop-in for the encoder function it replaces
@@ -104,7 +108,7 @@ def _record_id(record: Any) -> str | None:
     return None
 
 
-class _Ref(msgspec.Struct):
+class _Ref(msgspec.Struct, gc=False):
     sourcedId: str | None = None
 
 
@@ -115,7 +119,9 @@ _STRUCT_TYPES: dict[str, Any] = {
     "datetime": str | None,
     "date": str | None,
     "flag": str | bool | None,
-    "json": Any,
+    # kept as raw bytes until ``finish``: decoded objects would be garbage-collector-tracked dicts
+    # living as long as a page waits in the queue, which made full collections frequent and slow
+    "json": msgspec.Raw,
 }
 
 
@@ -130,14 +136,14 @@ class PageDecoder:
         columns = [f.column for f in self.fields]
         row = msgspec.defstruct(
             f"{entity.collection}Row",
-            [(f.column, _STRUCT_TYPES[f.kind], None) for f in self.fields],
+            [(f.column, _STRUCT_TYPES[f.kind], msgspec.Raw() if f.kind == "json" else None) for f in self.fields],
             rename={f.column: f.source for f in self.fields},
+            gc=False,
         )
         envelope = msgspec.defstruct(f"{entity.collection}Page", [(entity.collection, list[row])])
         self._typed = msgspec.json.Decoder(envelope)
         self._generic = msgspec.json.Decoder()
-        self._getter = operator.attrgetter(*columns)
-        self._single = len(columns) == 1
+        self._getters = [operator.attrgetter(c) for c in columns]
         self.fast_pages = 0
         self.slow_pages = 0
 
@@ -183,8 +189,7 @@ class PageDecoder:
         """The typed table, or ``None`` when any value needs the exact per-record route."""
         if not rows:
             return self.schema.empty_table()
-        values = list(map(self._getter, rows))
-        columns = [values] if self._single else list(zip(*values, strict=True))
+        columns = [list(map(get, rows)) for get in self._getters]  # no per-row tuples to allocate
         arrays = []
         try:
             for f, column in zip(self.fields, columns, strict=True):
@@ -220,10 +225,8 @@ def _convert_column(f: Field, column: Iterable[Any]) -> pa.Array | None:
         except (KeyError, TypeError):
             return None
     if kind == "json":
-        return pa.array(
-            [None if v is None or v == "" else _JSON_ENCODE(v) for v in column],
-            pa.string(),
-        )
+        values = [_RAW_DECODER.decode(raw) if raw else None for raw in column]
+        return pa.array([None if v is None or v == "" else _JSON_ENCODE(v) for v in values], pa.string())
     text = _blank_to_null(pa.array(column, pa.string()))
     if kind == "datetime":
         if text.null_count < len(text) and not pc.all(pc.match_substring_regex(text, _DATETIME_RE)).as_py():
@@ -251,13 +254,21 @@ def write_parquet(table: pa.Table, target: ObjectStoragePath) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **PARQUET_OPTIONS)
     with target.open("wb") as handle:
-        handle.write(sink.getvalue().to_pybytes())
+        handle.write(memoryview(sink.getvalue()))  # no copy into a bytes object
+
+
+def _write_part(tables: list[pa.Table], target: ObjectStoragePath) -> None:
+    write_parquet(pa.concat_tables(tables).combine_chunks(), target)
 
 
 class PartWriter:
     """Buffers typed rows and writes a Parquet part every ``chunk_rows`` rows; rejects to one file.
 
-    Memory is bounded by ``chunk_rows`` (plus one row group of rejects), not by the entity's size.
+    A full chunk is encoded and written by a background thread while the next one fills, so the
+    pages arriving meanwhile are not held up (a 100,000-row part takes a good part of a second).
+    Memory is bounded by two chunks (plus one row group of rejects), not by the entity's size.
+    ``close`` (or ``abort``) waits for that thread; a failed write is raised when the next part is
+    handed over, or by ``close``.
     """
 
     def __init__(self, directory: ObjectStoragePath, schema: pa.Schema, chunk_rows: int, *, prefix: str = "part"):
@@ -275,6 +286,8 @@ class PartWriter:
         self._rejects_writer: pq.ParquetWriter | None = None
         self._rejects_handle: Any = None
         self._next_part = 0
+        self._pending: Future[None] | None = None
+        self._background: ThreadPoolExecutor | None = None
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -292,13 +305,27 @@ class PartWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
-        table = pa.concat_tables(self._buffer).combine_chunks()
+        tables, rows = self._buffer, self._buffered
         self._buffer, self._buffered = [], 0
         target = self.directory / f"{self.prefix}-{self._next_part:05d}.parquet"
         self._next_part += 1
-        write_parquet(table, target)
+        self._wait()  # one part in the writer at a time: memory stays at two chunks
+        if self._background is None:
+            self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-writer")
+        self._pending = self._background.submit(_write_part, tables, target)
         self.files.append(str(target))
-        self.rows_written += table.num_rows
+        self.rows_written += rows
+
+    def _wait(self) -> None:
+        """Let the part being written finish; raises what its write raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _stop_background(self) -> None:
+        if self._background is not None:
+            self._background.shutdown(wait=True)
+            self._background = None
 
     def _flush_rejects(self) -> None:
         if not self._rejects:
@@ -315,6 +342,8 @@ class PartWriter:
     def close(self) -> None:
         """Write what is buffered; after this ``files`` and ``rejects_file`` are complete."""
         self._flush()
+        self._wait()
+        self._stop_background()
         self._flush_rejects()
         if self._rejects_writer is not None:
             self._rejects_writer.close()
@@ -349,6 +378,7 @@ class PartWriter:
                     self.files.remove(name)
         self.write(table)
         self._flush()
+        self._wait()
         old_rejects: list[Reject] = []
         if self.rejects_file is not None:
             path = staging_path(self.rejects_file)
@@ -360,13 +390,17 @@ class PartWriter:
         merged = old_rejects + list(rejects)
         if merged:
             self._rejects = merged
-            self._flush_rejects()
-            self.close()
+        self.close()
         return dropped
 
     def abort(self) -> None:
         """Drop buffers and close handles without writing (the directory is cleared by the caller)."""
         self._buffer, self._rejects = [], []
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - best effort while already failing
+            pass
+        self._stop_background()
         if self._rejects_writer is not None:
             try:
                 self._rejects_writer.close()

@@ -128,3 +128,46 @@ def test_cleanup_removes_only_old_run_folders(tmp_path: Path) -> None:
     removed = cleanup_staging(tmp_path / "grade_sync_a", timedelta(days=7), now)
     assert [Path(r.removeprefix("file://")).name for r in removed] == ["run_mixed"]
     assert cleanup_staging(tmp_path, timedelta(0), now, run_depth=2) == [str(staging_path(tmp_path / "grade_sync_a/run_new"))]
+
+
+def _results_table(start: int, n: int) -> Any:
+
+    from gradesync.records import arrow_schema
+
+    schema = arrow_schema(get_entity("results"), "1.2")
+    records = [{"sourcedId": f"r-{i:05d}", "status": "active", "dateLastModified": "2026-10-01T00:00:00Z",
+                "lineItem": {"sourcedId": "li-1"}, "student": {"sourcedId": "s-1"}, "scoreStatus": "fully graded"}
+               for i in range(start, start + n)]
+    table, rejects = flatten_records(get_entity("results"), "1.2", records)
+    assert not rejects and table.schema == schema
+    return table
+
+
+def test_part_writer_writes_chunks_in_order_while_the_next_fills(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from gradesync.records import arrow_schema
+    from gradesync.staging import PartWriter
+
+    writer = PartWriter(staging_path(tmp_path), arrow_schema(get_entity("results"), "1.2"), chunk_rows=250)
+    for start in range(0, 1000, 100):
+        writer.write(_results_table(start, 100))
+    writer.close()
+    assert [Path(f).name for f in writer.files] == [f"part-{i:05d}.parquet" for i in range(4)]
+    ids = [i for f in writer.files for i in pq.read_table(f.removeprefix("file://")).column("sourced_id").to_pylist()]
+    assert ids == [f"r-{i:05d}" for i in range(1000)] and writer.rows_written == 1000
+
+
+def test_part_writer_raises_a_failed_background_write_and_stops_its_thread(tmp_path: Path) -> None:
+    import threading
+
+    from gradesync.records import arrow_schema
+    from gradesync.staging import PartWriter
+
+    before = threading.active_count()
+    writer = PartWriter(staging_path(tmp_path / "gone"), arrow_schema(get_entity("results"), "1.2"), chunk_rows=10)
+    writer.write(_results_table(0, 10))  # handed to the writer thread; its folder does not exist
+    with pytest.raises(FileNotFoundError):
+        writer.close()
+    writer.abort()
+    assert threading.active_count() == before

@@ -66,6 +66,7 @@ def child(spec: dict[str, Any]) -> None:
     """Extract ``spec['entities']`` and print one JSON line: timings, counts, peak RSS."""
     from airflow.sdk import Connection
 
+    import gradesync.pipeline  # noqa: F401 - what an extract task has imported before it extracts
     from gradesync.extract import extract_entity
     from gradesync.oneroster import ICConnectionSettings, OneRosterClient
 

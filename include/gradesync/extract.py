@@ -22,6 +22,8 @@ The chain guarantees every record that existed throughout the scan. Records inse
 *while* it ran are caught up afterwards: a small filtered pass re-reads everything (in the window)
 modified since the scan started, minus ``catchup_margin`` for clock skew between worker and IC,
 and its copies replace older ones, so the staged set is IC's state at the end of the extraction.
+A scan answered by a single page needs no catch-up (typical of nightly deltas): one response is
+one consistent state.
 Records hard-deleted during the scan may still be staged; the next full sync removes them.
 """
 
@@ -164,7 +166,7 @@ def extract_entity(
     """Stage every record of ``entity_name`` (modified in ``(since, until]`` when given) as Parquet parts.
 
     ``staging_dir`` is emptied first, so a retried task never mixes two attempts. After the main
-    scan a catch-up pass re-reads what changed while it ran (``dateLastModified`` later than the
+    scan of more than one page a catch-up pass re-reads what changed while it ran (``dateLastModified`` later than the
     scan's start minus ``catchup_margin``, which absorbs clock skew between this worker and IC) and
     replaces older copies, so the staged set matches IC as of the end of the extraction; ``None``
     disables it. Returns the manifest; ``max_date_last_modified`` is the candidate watermark
@@ -203,8 +205,11 @@ def extract_entity(
         try:
             scan.run()
             writer.close()
+            # a scan answered by one page is one atomic response: nothing changed while it ran
+            atomic = scan.pages <= 1 and scan.bridge_pages == 0
             catch = _catch_up(new_scan, schema, since, until,
-                              None if catchup_margin is None else scan_started - catchup_margin, chunk_rows)
+                              None if catchup_margin is None or atomic else scan_started - catchup_margin,
+                              chunk_rows)
             replaced = writer.replace(catch.ids, catch.table, catch.rejects) if catch.ids else 0
             break
         except _ScanFailed as exc:

@@ -60,6 +60,14 @@ def test_requests_are_sorted_limited_and_strided(results_fake: FakeIC, tmp_path:
     assert len(catch_up) == 1 and catch_up[0]["params"]["filter"].startswith("dateLastModified>'")
 
 
+def test_a_single_page_scan_needs_no_catch_up(results_fake: FakeIC, tmp_path: Path) -> None:
+    client = make_client(results_fake)
+    manifest = extract_entity(client, "results", tmp_path, page_size=5000)
+    assert len(staged_ids(manifest)) == 2500
+    assert len(results_fake.log) == 1, "one response is one consistent state: no catch-up request"
+    assert manifest.counts["requests"] == 1 and manifest.counts["catchup_records"] == 0
+
+
 def test_delta_window_filter_is_encoded_and_applied(results_fake: FakeIC, tmp_path: Path) -> None:
     client = make_client(results_fake)
     since, until = BASE_TIME + timedelta(minutes=100), BASE_TIME + timedelta(minutes=250)

@@ -305,7 +305,8 @@ def main(argv: list[str]) -> int:
                             "staging": str(workdir / "rss-school")})
         school_results = school["entities"]["results"]["counts"]["staged"]
     print("\n3) peak RSS of one extract process (Python, Airflow SDK and pyarrow included; memory is bounded by "
-          f"chunk_rows = {args.chunk_rows:,} buffered rows plus the pages in flight, not by the entity's size):")
+          f"two chunks of chunk_rows = {args.chunk_rows:,} rows (one filling, one being written) plus the pages in "
+          "flight, not by the entity's size):")
     print(f"   school, every entity:      {school_results:>9,} results → {school['peak_rss_mb']:.0f} MB "
           f"(fewer results than one chunk)")
     print(f"   district, results changed after the median: {half_results:>9,} results → {half['peak_rss_mb']:.0f} MB")

@@ -12,7 +12,7 @@ import itertools
 import queue
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -67,8 +67,8 @@ class Backend:
         """Prepare an empty table for a bulk load: drop its primary key (rebuilt by the caller)."""
         conn.execute(sa.schema.DropConstraint(table.primary_key))
 
-    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
-        """Give the planner statistics of a freshly filled staging table."""
+    def analyze(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] = ()) -> None:
+        """Give the planner statistics of a freshly filled table (of ``columns`` only, when given)."""
 
     # integration locks: see Warehouse.integration_lock
     def run_lock_acquire(self, conn: sa.Connection, names: tuple[str, ...]) -> None:
@@ -108,9 +108,11 @@ class PostgresBackend(Backend):
         return engine
 
     def prepare_load(self, conn: sa.Connection, work_mem: str) -> None:
-        # memory for the hash joins of a million keys; and index probes priced as the cached reads
-        # they are, so a 1% change is merged by key instead of by scanning the whole table
-        for name, value in (("work_mem", work_mem), ("random_page_cost", "1.1")):
+        # memory for the hash joins of a million keys, and for sorting them when the primary key is
+        # rebuilt after a first load (else an external sort on disk); index probes priced as the
+        # cached reads they are, so a 1% change is merged by key instead of by scanning the table
+        for name, value in (("work_mem", work_mem), ("maintenance_work_mem", work_mem),
+                            ("random_page_cost", "1.1")):
             conn.execute(sa.select(sa.func.set_config(name, sa.literal(value, sa.Text), sa.true())))
 
     def ensure_schema(self, conn: sa.Connection, schema: str | None) -> None:
@@ -143,9 +145,11 @@ class PostgresBackend(Backend):
             conn.execute(sa.select(sa.func.pg_advisory_unlock(*key)))
         return not got
 
-    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+    def analyze(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] = ()) -> None:
         # temp tables have no statistics otherwise, and a nested loop over a million rows never ends
-        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}")
+        preparer = conn.dialect.identifier_preparer
+        column_list = f" ({', '.join(preparer.quote(table.c[c].name) for c in columns)})" if columns else ""
+        conn.exec_driver_sql(f"ANALYZE {preparer.format_table(table)}{column_list}")
 
     def bulk_into_empty(self, conn: sa.Connection, table: sa.Table) -> None:
         # TRUNCATE (of a table with no rows) lets COPY write the rows frozen: later scans need not
@@ -273,7 +277,7 @@ class SqliteBackend(Backend):
 
         return engine
 
-    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+    def analyze(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] = ()) -> None:
         # Without an index on the staged keys SQLite may loop over the staged rows once per target
         # row (a reload of 20,000 results took 90 s); with it every join is a lookup.
         if "sourced_id" in table.c:

@@ -231,7 +231,9 @@ def _load_into_empty(conn: sa.Connection, backend: Backend, target: sa.Table, fi
                           freeze=empty)
         if empty:
             conn.execute(sa.schema.AddConstraint(target.primary_key))
-        backend.analyze(conn, target)  # the next load plans its joins from these statistics
+        # the next load plans its joins from these columns' statistics; the rest is left to
+        # autovacuum's analyze, which a million new rows trigger soon after the commit
+        backend.analyze(conn, target, ("integration_id", "sourced_id", "row_hash", "deleted_at"))
     except (DuplicateKey, sa.exc.IntegrityError):
         savepoint.rollback()
         log.info("%s: staged files repeat keys; loading through the deduplicating merge", target.name)

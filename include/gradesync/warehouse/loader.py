@@ -314,7 +314,7 @@ def merge(
         diff_t.create(conn)
         speculation = _Speculation(speculate_after)
         staged = backend.stage(conn, keys_t, _key_batches(files, speculation))
-        backend.analyze(conn, keys_t)
+        backend.analyze(conn, keys_t, ("sourced_id", "ord"))  # what the joins and filters below use
         if speculation.batches:
             backend.stage(conn, rows_t, iter(speculation.batches))
         kept = speculation.ords()

@@ -163,7 +163,8 @@ def warm(sb: Any, entity_collections: list[str], extra_queries: list[str] = ()) 
         requests.get(f"{sb.gradebook_url}/{collection}?limit=1&sort=sourcedId&orderBy=asc", headers=headers,
                      timeout=300).raise_for_status()
         # the catch-up pass filters on dateLastModified: have the sandbox decode that column now
-        requests.get(f"{sb.gradebook_url}/{collection}?limit=1&filter=dateLastModified%3E%272000-01-01T00%3A00%3A00Z%27",
+        requests.get(f"{sb.gradebook_url}/{collection}",
+                     params={"limit": 1, "filter": "dateLastModified>'2000-01-01T00:00:00Z'"},
                      headers=headers, timeout=300).raise_for_status()
     for query in extra_queries:
         requests.get(f"{sb.gradebook_url}/{query}", headers=headers, timeout=300).raise_for_status()

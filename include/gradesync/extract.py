@@ -165,9 +165,9 @@ def extract_entity(
 ) -> ExtractManifest:
     """Stage every record of ``entity_name`` (modified in ``(since, until]`` when given) as Parquet parts.
 
-    ``staging_dir`` is emptied first, so a retried task never mixes two attempts. After the main
-    scan of more than one page a catch-up pass re-reads what changed while it ran (``dateLastModified`` later than the
-    scan's start minus ``catchup_margin``, which absorbs clock skew between this worker and IC) and
+    ``staging_dir`` is emptied first, so a retried task never mixes two attempts. After a main scan
+    of more than one page a catch-up pass re-reads what changed while it ran (``dateLastModified``
+    later than the scan's start minus ``catchup_margin``, which absorbs clock skew between this worker and IC) and
     replaces older copies, so the staged set matches IC as of the end of the extraction; ``None``
     disables it. Returns the manifest; ``max_date_last_modified`` is the candidate watermark
     (advance it only after the load committed). Raises ``UnsupportedEntityError`` for an entity the
@@ -205,10 +205,8 @@ def extract_entity(
         try:
             scan.run()
             writer.close()
-            # a scan answered by one page is one atomic response: nothing changed while it ran
-            atomic = scan.pages <= 1 and scan.bridge_pages == 0
             catch = _catch_up(new_scan, schema, since, until,
-                              None if catchup_margin is None or atomic else scan_started - catchup_margin,
+                              None if catchup_margin is None or scan.atomic else scan_started - catchup_margin,
                               chunk_rows)
             replaced = writer.replace(catch.ids, catch.table, catch.rejects) if catch.ids else 0
             break
@@ -338,7 +336,7 @@ def _catch_up(
                 result.max_dlm = scan.max_dlm
             if len(result.ids) > max_rows:
                 raise _ScanFailed(f"more than {max_rows} records changed while the entity was read")
-        if scan.pages <= 1 and scan.bridge_pages == 0:
+        if scan.atomic:
             break
     if result.received:
         log.info("Catch-up re-read %d record(s) changed since %s", result.received, lower.isoformat())
@@ -573,6 +571,11 @@ class _Scan:
         if len(self._window_pages) > _DEDUPE_WINDOW_PAGES:
             for sid in self._window_pages.popleft():
                 self._window.pop(sid, None)
+
+    @property
+    def atomic(self) -> bool:
+        """Answered by one page: one response is one consistent state, nothing changed while it ran."""
+        return self.pages <= 1 and self.bridge_pages == 0
 
     def finish(self) -> None:
         """Compare what was received with what IC reported; distrust an unexplained difference."""

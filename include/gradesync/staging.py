@@ -55,7 +55,7 @@ _C_ENCODER = (
 )
 
 
-_RAW_DECODER = msgspec.json.Decoder()
+_JSON_DECODER = msgspec.json.Decoder()  # untyped: envelopes of odd pages, raw JSON fields
 
 
 def _JSON_ENCODE(value: Any) -> str:  # noqa: N802 - a drop-in for the encoder function it replaces
@@ -142,7 +142,6 @@ class PageDecoder:
         )
         envelope = msgspec.defstruct(f"{entity.collection}Page", [(entity.collection, list[row])])
         self._typed = msgspec.json.Decoder(envelope)
-        self._generic = msgspec.json.Decoder()
         self._getters = [operator.attrgetter(c) for c in columns]
         self.fast_pages = 0
         self.slow_pages = 0
@@ -164,7 +163,7 @@ class PageDecoder:
             rows = getattr(page, collection)
             ids = [r.sourced_id for r in rows]
             return ParsedPage(body, rows, None, ids, len(rows))
-        records = envelope_records(body, collection, self._generic)
+        records = envelope_records(body, collection, _JSON_DECODER)
         ids = [_record_id(r) for r in records]
         return ParsedPage(body, None, records, ids, len(records))
 
@@ -175,7 +174,7 @@ class PageDecoder:
             if table is not None:
                 self.fast_pages += 1
                 return DecodedPage(table, [], parsed.received, True)
-            records = self._generic.decode(parsed.body)[self.entity.collection]
+            records = _JSON_DECODER.decode(parsed.body)[self.entity.collection]
         else:
             records = parsed.records
         self.slow_pages += 1
@@ -225,7 +224,7 @@ def _convert_column(f: Field, column: Iterable[Any]) -> pa.Array | None:
         except (KeyError, TypeError):
             return None
     if kind == "json":
-        values = [_RAW_DECODER.decode(raw) if raw else None for raw in column]
+        values = [_JSON_DECODER.decode(raw) if raw else None for raw in column]
         return pa.array([None if v is None or v == "" else _JSON_ENCODE(v) for v in values], pa.string())
     text = _blank_to_null(pa.array(column, pa.string()))
     if kind == "datetime":
@@ -376,9 +375,7 @@ class PartWriter:
                 else:
                     path.unlink()
                     self.files.remove(name)
-        self.write(table)
-        self._flush()
-        self._wait()
+        self.write(table)  # written by close() below, with the merged rejects
         old_rejects: list[Reject] = []
         if self.rejects_file is not None:
             path = staging_path(self.rejects_file)

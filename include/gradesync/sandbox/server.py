@@ -853,7 +853,6 @@ class SandboxServer:
         return self.app.connection_info()
 
 
-
 def _enveloped_body(body: bytes, key: str, kind: type, shape: str) -> Any:
     """The value under ``key`` of a JSON request body, or IC's 400 ``invaliddata`` naming the shape."""
     try:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -49,12 +50,14 @@ from gradesync.warehouse.schema import (
     content_fields,
     sa_type,
 )
-from gradesync.warehouse.staging import StagedFiles
+from gradesync.warehouse.staging import KEY_COLUMN, StagedBatch, StagedFiles
 from gradesync.warehouse.types import KeyText
 
 log = logging.getLogger(__name__)
 
 SPECULATION_CAP = 100_000  # rows kept in memory to skip the second pass (about 40 MB)
+BUCKET_BITS = 12  # checksum buckets: 4,096, about 250 rows each in a million
+BUCKETS = 1 << BUCKET_BITS
 
 
 @dataclass(frozen=True)
@@ -132,58 +135,165 @@ def _row_batches(files: StagedFiles, wanted: np.ndarray | None) -> Iterator[pa.R
 
 
 class _Speculation:
-    """Full rows modified after the last watermark, kept while the keys stream past.
+    """Full rows of the keys staged in the first pass, kept while the keys stream past.
 
-    IC bumps ``dateLastModified`` when it changes a record, so those rows are nearly all of the
-    rows a reload has to write. Keeping them (decoded, without the batch's dictionaries) lets the
-    second pass over the files be skipped; past ``cap`` rows the speculation is dropped, so
-    memory stays bounded. Correctness never depends on it: any row to write that is not here is
-    read in the second pass.
+    IC bumps ``dateLastModified`` when it changes a record, so the rows modified after the last
+    watermark are nearly all of the rows a reload has to write. Keeping them (decoded, without the
+    batch's dictionaries) lets the second pass over the files be skipped; past ``cap`` rows the
+    speculation is dropped, so memory stays bounded. Correctness never depends on it: any row to
+    write that is not here is read in the second pass.
     """
 
-    def __init__(self, after: datetime | None, cap: int | None = None) -> None:
-        self.after = after
+    def __init__(self, cap: int | None = None) -> None:
         self.cap = SPECULATION_CAP if cap is None else cap
         self.batches: list[pa.RecordBatch] = []
         self.rows = 0
-
-    @property
-    def active(self) -> bool:
-        return self.after is not None
+        self.active = True
 
     def offer(self, rows: pa.RecordBatch) -> None:
-        if self.after is None:
+        if not self.active or rows.num_rows == 0:
             return
-        dlm = rows.column("date_last_modified")
-        mask = pa.compute.greater(dlm, pa.scalar(self.after, dlm.type))
-        picked = rows.filter(pa.compute.fill_null(mask, False))
-        if picked.num_rows == 0:
-            return
-        self.rows += picked.num_rows
+        self.rows += rows.num_rows
         if self.rows > self.cap:
-            self.after = None
+            self.active = False
             self.batches.clear()
             return
         self.batches.append(pa.RecordBatch.from_arrays(
-            [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in picked.columns],
-            names=picked.schema.names))
+            [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in rows.columns],
+            names=rows.schema.names))
 
     def ords(self) -> np.ndarray:
         if not self.batches:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([b.column("ord").to_numpy() for b in self.batches])
 
+    def take(self, wanted: np.ndarray) -> Iterator[pa.RecordBatch]:
+        """The kept rows among the ``wanted`` ordinals."""
+        for batch in self.batches:
+            mask = np.isin(batch.column("ord").to_numpy(), wanted, assume_unique=True)
+            if mask.any():
+                yield batch.filter(pa.array(mask))
 
-def _key_batches(files: StagedFiles, speculation: _Speculation) -> Iterator[pa.RecordBatch]:
-    for sb in files.batches():
-        n = sb.batch.num_rows
-        ords = pa.array(np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64))
-        hashes, tomb = pa.array(sb.hashes), pa.array(sb.tombstone)
-        if speculation.active:
-            speculation.offer(pa.RecordBatch.from_arrays(
-                [ords, *sb.batch.columns, hashes, tomb], names=["ord", *sb.batch.schema.names, "row_hash", "tombstone"]))
-        yield pa.RecordBatch.from_arrays([ords, sb.batch.column("sourced_id"), hashes, tomb],
-                                         names=["ord", "sourced_id", "row_hash", "tombstone"])
+
+class _Checksum:
+    """Count and XOR of the row hashes of the rows whose keys were not staged, per bucket.
+
+    Row hashes cover key and content (``staging``), so equal counts and XORs on both sides mean,
+    up to a 64-bit hash collision, equal sets of (key, content) pairs: those rows are unchanged,
+    and no record of the table outside the staged keys vanished. A bucket is the top
+    ``BUCKET_BITS`` of the hash, so a mismatch narrows the keys to stage to a few buckets' worth.
+    """
+
+    def __init__(self) -> None:
+        self.count = np.zeros(BUCKETS, dtype=np.int64)
+        self.xor = np.zeros(BUCKETS, dtype=np.uint64)
+
+    def add(self, hashes: np.ndarray) -> None:
+        buckets = _bucket(hashes)
+        self.count += np.bincount(buckets, minlength=BUCKETS)
+        np.bitwise_xor.at(self.xor, buckets, hashes.view(np.uint64))
+
+    def mismatched(self, counts: np.ndarray, xors: np.ndarray) -> np.ndarray:
+        """Buckets where another side's ``counts``/``xors`` (same layout) differ from these."""
+        return np.flatnonzero((counts != self.count) | (xors != self.xor))
+
+
+def _bucket(hashes: np.ndarray) -> np.ndarray:
+    """Bucket 0..BUCKETS-1 of signed row hashes (``_bucket_sql`` in SQL)."""
+    return (hashes.view(np.int64) >> (64 - BUCKET_BITS)) + BUCKETS // 2
+
+
+def _bucket_sql(row_hash: Any) -> Any:
+    shift = sa.literal_column(str(64 - BUCKET_BITS), sa.Integer)  # a constant: bigint >> integer
+    return row_hash.op(">>")(shift) + sa.literal_column(str(BUCKETS // 2), sa.Integer)
+
+
+class _FirstPass:
+    """What streaming the files once yields besides the staged keys.
+
+    With a checksum (full syncs that have a watermark), only the keys of rows modified after
+    ``after`` (and of tombstones and undated rows) are staged; the other rows go into the
+    checksum, which is compared with the table's. Without one, every key is staged.
+    """
+
+    def __init__(self, after: datetime | None, full_sync: bool) -> None:
+        self.after = after
+        self.checksum = _Checksum() if full_sync and after is not None else None
+        self.speculation = _Speculation()
+        self.rows = 0
+
+    def staged_mask(self, sb: StagedBatch) -> np.ndarray | None:
+        """Which rows of a batch have their key staged in the first pass; None for all."""
+        if self.checksum is None:
+            return None
+        dlm = sb.batch.column("date_last_modified")
+        recent = pa.compute.fill_null(pa.compute.greater(dlm, pa.scalar(self.after, dlm.type)), True)
+        return recent.to_numpy(zero_copy_only=False) | sb.tombstone
+
+    def key_batches(self, files: StagedFiles) -> Iterator[pa.RecordBatch]:
+        for sb in files.batches():
+            n = sb.batch.num_rows
+            self.rows += n
+            ords = np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)
+            hashes, tomb, batch = sb.hashes, sb.tombstone, sb.batch
+            staged = self.staged_mask(sb)
+            if staged is not None:
+                assert self.checksum is not None
+                self.checksum.add(hashes[~staged])
+                if not staged.all():
+                    batch = batch.filter(pa.array(staged))
+                    ords, hashes, tomb = ords[staged], hashes[staged], tomb[staged]
+            if not len(ords):
+                continue
+            ords_a, hashes_a, tomb_a = pa.array(ords), pa.array(hashes), pa.array(tomb)
+            self.speculation.offer(pa.RecordBatch.from_arrays(
+                [ords_a, *batch.columns, hashes_a, tomb_a],
+                names=["ord", *batch.schema.names, "row_hash", "tombstone"]))
+            yield _keys(ords_a, batch.column(KEY_COLUMN), hashes_a, tomb_a)
+
+    def bucket_key_batches(self, files: StagedFiles, buckets: np.ndarray | None) -> Iterator[pa.RecordBatch]:
+        """Second pass: the keys the first pass did not stage, of rows in ``buckets`` (None: all)."""
+        for sb in files.batches():
+            staged = self.staged_mask(sb)
+            assert staged is not None
+            pick = ~staged
+            if buckets is not None:
+                pick &= np.isin(_bucket(sb.hashes), buckets)
+            if not pick.any():
+                continue
+            ords = np.arange(sb.first_ord, sb.first_ord + sb.batch.num_rows, dtype=np.int64)[pick]
+            yield _keys(pa.array(ords), sb.batch.column(KEY_COLUMN).filter(pa.array(pick)),
+                        pa.array(sb.hashes[pick]), pa.array(sb.tombstone[pick]))
+
+
+def _keys(ords: pa.Array, keys: pa.Array, hashes: pa.Array, tomb: pa.Array) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([ords, keys, hashes, tomb], names=["ord", "sourced_id", "row_hash", "tombstone"])
+
+
+def _changed_buckets(conn: sa.Connection, target: sa.Table, iid: Any, keys: sa.Table,
+                     checksum: _Checksum) -> np.ndarray:
+    """Buckets where the table's live rows, less those with staged keys, differ from the checksum.
+
+    One aggregate over the table settles the usual case (no bucket differs); only otherwise are
+    the buckets aggregated one by one.
+    """
+    live = sa.and_(target.c.integration_id == iid, target.c.deleted_at.is_(None))
+    staged = target.c.sourced_id.in_(sa.select(keys.c.sourced_id))
+    xor = sa.func.coalesce(sa.func.bit_xor(target.c.row_hash), 0)
+    mask = (1 << 64) - 1
+    total, of_staged = (conn.execute(sa.select(sa.func.count(), xor).where(*where)).one()
+                        for where in ((live,), (live, staged)))
+    if (total[0] - of_staged[0] == int(checksum.count.sum())
+            and (total[1] ^ of_staged[1]) & mask == int(np.bitwise_xor.reduce(checksum.xor))):
+        return np.zeros(0, dtype=np.int64)
+    bucket = _bucket_sql(target.c.row_hash).label("bucket")
+    counts = np.zeros(BUCKETS, dtype=np.int64)
+    xors = np.zeros(BUCKETS, dtype=np.uint64)
+    for where, sign in (((live,), 1), ((live, staged), -1)):
+        for b, n, x in conn.execute(sa.select(bucket, sa.func.count(), xor).where(*where).group_by(bucket)):
+            counts[b] += sign * n
+            xors[b] ^= np.uint64(x & mask)
+    return checksum.mismatched(counts, xors)
 
 
 def _constant(value: pa.Array, n: int) -> pa.DictionaryArray:
@@ -312,25 +422,34 @@ def merge(
     if two_pass:
         keys_t.create(conn)
         diff_t.create(conn)
-        speculation = _Speculation(speculate_after)
-        staged = backend.stage(conn, keys_t, _key_batches(files, speculation))
+        first = _FirstPass(speculate_after, full_sync)
+        backend.stage(conn, keys_t, first.key_batches(files))
+        staged = first.rows
         backend.analyze(conn, keys_t, ("sourced_id", "ord"))  # what the joins and filters below use
-        if speculation.batches:
-            backend.stage(conn, rows_t, iter(speculation.batches))
-        kept = speculation.ords()
-        speculation.batches.clear()
-        lap("stage keys")
-        # one scan of the table finds new/changed/deleted/revived rows and, for a full sync, the
-        # records that vanished
+        # Rows whose keys were not staged are settled by the checksum: all of them unchanged and
+        # nothing vanished (no bucket differs), or their keys are staged now, bucket by bucket.
+        buckets: np.ndarray | None = None  # buckets whose live records may have vanished; None: all
+        if first.checksum is not None:
+            buckets = _changed_buckets(conn, target, iid, keys_t, first.checksum)
+            if len(buckets) > BUCKETS // 2:
+                buckets = None
+            if buckets is None or len(buckets):
+                backend.stage(conn, keys_t, first.bucket_key_batches(files, buckets))
+                backend.analyze(conn, keys_t, ("sourced_id", "ord"))
+        lap(f"stage keys ({'all' if buckets is None else len(buckets)} buckets differ)")
+        # one join finds new/changed/deleted/revived rows and, for a full sync, the records that
+        # vanished (the table is scanned only when some may have)
         k = keys_t
         cur = sa.select(target.c.sourced_id, target.c.row_hash, target.c.deleted_at).where(
             target.c.integration_id == iid).subquery("cur")
         write = sa.and_(k.c.ord.is_not(None), sa.or_(
             cur.c.sourced_id.is_(None), cur.c.row_hash != k.c.row_hash,
             cur.c.deleted_at.is_not(None) != k.c.tombstone))
-        if full_sync:
+        if full_sync and (buckets is None or len(buckets)):
             joined = k.outerjoin(cur, k.c.sourced_id == cur.c.sourced_id, full=True)
             vanish = sa.and_(k.c.ord.is_(None), cur.c.deleted_at.is_(None))
+            if buckets is not None:
+                vanish = sa.and_(vanish, _bucket_sql(cur.c.row_hash).in_([int(b) for b in buckets]))
             cond = sa.or_(write, vanish)
         else:
             joined = k.outerjoin(cur, k.c.sourced_id == cur.c.sourced_id)
@@ -346,8 +465,11 @@ def merge(
             sa.select(k.c.ord).join(changed_keys, changed_keys.c.sourced_id == k.c.sourced_id).order_by(k.c.ord),
             execution_options={"stream_results": True, "yield_per": 50_000},
         ).scalars(), dtype=np.int64)
-        missing = np.setdiff1d(wanted, kept, assume_unique=True)
+        speculation = first.speculation
+        missing = np.setdiff1d(wanted, speculation.ords(), assume_unique=True)
         lap(f"find changed ({len(wanted)} rows to write, {len(wanted) - len(missing)} kept from the first pass)")
+        backend.stage(conn, rows_t, speculation.take(wanted))
+        speculation.batches.clear()
         if len(missing):
             backend.stage(conn, rows_t, _row_batches(files, missing))
         backend.analyze(conn, rows_t)

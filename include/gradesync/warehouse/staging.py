@@ -1,12 +1,14 @@
 """Read staged Parquet files as record batches in the warehouse's column layout, with row hashes.
 
 Memory is bounded by the batch size: files are opened one at a time and read batch by batch.
-The row hash is a 64-bit hash of every content column (not the key), computed vectorised:
-fixed-width columns are hashed from their bit patterns, strings through a dictionary so each
-distinct value is hashed once (pandas' SipHash with its fixed key), and the column hashes are
-combined in column order. It only has to tell "same row" from "changed row" for one key; a hash
-function change between versions makes unchanged rows look changed once (they are rewritten with
-the same values and produce no history rows), never the other way round.
+The row hash is a 64-bit hash of every content column and, last, of the key, computed
+vectorised: fixed-width columns are hashed from their bit patterns, strings with pandas' SipHash
+(fixed key; dictionary-encoded columns hash each distinct value once), and the column hashes are
+combined in column order. It tells "same row" from "changed row" for one key, and because the key
+is in it, an XOR of row hashes summarises a set of (key, content) pairs: the loader compares such
+checksums instead of every key (see ``loader``). A hash function change between versions needs a
+migration that rewrites the stored hashes (0003 folded the key in); without one, unchanged rows
+would look changed once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pandas.util import hash_array
 
 from gradesync.entities import API_VERSIONS, Entity
 from gradesync.records import arrow_schema
+from gradesync.warehouse.keyhash import fold_key
 from gradesync.warehouse.schema import DELETED_STATUS, PROVENANCE_COLUMNS, content_fields
 
+KEY_COLUMN = "sourced_id"
 DEFAULT_BATCH_ROWS = 65_536  # peak memory is a few batches; smaller ones re-hash the same dictionary values
 _NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0x100000001B3)
@@ -48,13 +52,9 @@ def _hash_column(arr: pa.Array) -> np.ndarray:
         dictionary = arr.dictionary.to_numpy(zero_copy_only=False).astype(object)
         dict_hash = hash_array(dictionary, categorize=False) if len(dictionary) else np.zeros(1, np.uint64)
         out = dict_hash[arr.indices.fill_null(0).to_numpy(zero_copy_only=False)]
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        enc = pc.dictionary_encode(arr)
-        dictionary = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
-        dict_hash = hash_array(dictionary, categorize=False) if len(dictionary) else np.zeros(0, np.uint64)
-        idx = enc.indices
-        out = dict_hash[idx.fill_null(0).to_numpy(zero_copy_only=False)] if len(dict_hash) else np.zeros(
-            n, np.uint64)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):  # keys: nearly all distinct
+        out = hash_array(arr.to_numpy(zero_copy_only=False).astype(object), categorize=False) if n else np.zeros(
+            0, np.uint64)
     else:
         if pa.types.is_boolean(t):
             vals = arr.fill_null(False).cast(pa.uint8()).to_numpy(zero_copy_only=False).astype(np.uint64)
@@ -114,7 +114,7 @@ class StagedFiles:
         self.batch_rows = batch_rows
         self.schema = staging_schema(entity)
         self.hash_columns = [f.column for f in content_fields(entity)] + list(PROVENANCE_COLUMNS)
-        self._dictionary_columns = {f.name for f in self.schema if pa.types.is_string(f.type)} - {"sourced_id"}
+        self._dictionary_columns = {f.name for f in self.schema if pa.types.is_string(f.type)} - {KEY_COLUMN}
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         arrays = []
@@ -176,7 +176,7 @@ class StagedFiles:
                     else:
                         picked = None
                     batch = self._conform(raw)
-                    hashes = row_hashes(batch, self.hash_columns)
+                    hashes = fold_key(row_hashes(batch, self.hash_columns), batch.column(KEY_COLUMN))
                     tomb = pc.fill_null(pc.equal(batch.column("status"), DELETED_STATUS), False).to_numpy(
                         zero_copy_only=False)
                     yield StagedBatch(batch, hashes, tomb, first, picked)

@@ -1,4 +1,4 @@
-"""Integration locks, migrations (v1 -> head with data), concurrency and configuration safety."""
+"""Integration locks, migrations (v1 and v2 -> head with data), concurrency and configuration safety."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -18,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from conftest import Stager, result
 
 from gradesync.warehouse import IntegrationLocked, Warehouse
+from gradesync.warehouse.keyhash import unfold_key
 from gradesync.warehouse.migrate import VERSION_TABLE, current_revision, head_revision
 from gradesync.warehouse.testing import throwaway_schema
 
@@ -132,7 +135,7 @@ def test_upgrade_a_v1_warehouse_with_data(tmp_path: Path, stage: Stager, request
         wh = Warehouse(url, schema=schema)
         assert wh.migrate("0001") == "0001"
         _insert_v1_data(wh)
-        assert wh.migrate() == head_revision() == "0002"
+        assert wh.migrate() == head_revision() == "0003"
         df = wh.read_table("results", "district-a").set_index("sourced_id")
         assert list(df.index) == ["res-1", "res-2"] and df.loc["res-1", "score"] == 1.0
         assert df.loc["res-2", "deleted_reason"] == "unknown" and pd.isna(df.loc["res-1", "deleted_reason"])
@@ -142,6 +145,40 @@ def test_upgrade_a_v1_warehouse_with_data(tmp_path: Path, stage: Stager, request
         counts = wh.load_entity("district-a", "results", "1.2", files, run_id="new", full_sync=True, extracted=n)
         assert (counts.updated, counts.revived) == (2, 1)
         wh.dispose()
+
+
+def _stored_hashes(wh: Warehouse) -> dict[str, int]:
+    t = wh.tables.entity("results")
+    with wh.engine.connect() as conn:
+        return {sid: h for sid, h in conn.execute(sa.select(t.c.sourced_id, t.c.row_hash))}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrade_to_v3_rehashes_stored_rows_so_they_stay_unchanged(
+        backend: str, tmp_path: Path, stage: Stager, request: pytest.FixtureRequest) -> None:
+    """A v2 warehouse stored content-only hashes; after 0003 a reload of the same data changes nothing."""
+    if backend == "postgres":
+        ctx = throwaway_schema()
+        url, schema = ctx.__enter__()
+        request.addfinalizer(lambda: ctx.__exit__(None, None, None))
+    else:
+        url, schema = f"sqlite:///{tmp_path / 'v2.db'}", "gradesync"
+    wh = Warehouse(url, schema=schema)
+    request.addfinalizer(wh.dispose)
+    assert wh.migrate("0002") == "0002"
+    files, _, n = stage([result(i, comment="é" * i) for i in range(300)])
+    wh.load_entity("district-a", "results", "1.2", files, run_id="v2", full_sync=True, extracted=n)
+    current = _stored_hashes(wh)
+    v2 = unfold_key(np.array(list(current.values()), dtype=np.int64), pa.array(list(current)))
+    assert not set(v2.tolist()) & set(current.values())
+    t = wh.tables.entity("results")
+    with wh.engine.begin() as conn:  # what a v2 load stored
+        conn.execute(sa.update(t).where(t.c.sourced_id == sa.bindparam("sid")).values(row_hash=sa.bindparam("h")),
+                     [{"sid": sid, "h": int(h)} for sid, h in zip(current, v2, strict=True)])
+    assert wh.migrate() == "0003"
+    assert _stored_hashes(wh) == current
+    again = wh.load_entity("district-a", "results", "1.2", files, run_id="v3", full_sync=True, extracted=n)
+    assert (again.unchanged, again.updated, again.inserted) == (300, 0, 0)
 
 
 @pytest.mark.parametrize("prefix", ["", "gs_"])

@@ -12,6 +12,7 @@ import pytest
 
 from gradesync.entities import RESULTS
 from gradesync.records import flatten_records
+from gradesync.warehouse.keyhash import fold_key, key_hashes, unfold_key
 from gradesync.warehouse.staging import StagedFiles, row_hashes, staging_schema
 
 
@@ -53,6 +54,35 @@ def test_any_content_change_changes_the_hash(tmp_path: Path, column: str, value:
                                pa.array(col, table.schema.field(column).type))
     after = _hashes(StagedFiles(RESULTS, [_write(tmp_path, changed, "b.parquet")]))
     assert after[0] == base[0] and after[2] == base[2] and after[1] != base[1]
+
+
+def test_the_key_is_part_of_the_hash(tmp_path: Path) -> None:
+    """Same content under another key hashes differently, so checksums over rows see key swaps."""
+    table, _ = flatten_records(RESULTS, "1.2", _records(2, score=5, late="false", student={"sourcedId": "s"}))
+    files = StagedFiles(RESULTS, [_write(tmp_path, table)])
+    (sb,) = files.batches()
+    assert sb.hashes[0] != sb.hashes[1]
+    content_only = row_hashes(sb.batch, files.hash_columns)
+    assert content_only[0] == content_only[1]
+
+
+def test_key_hashes_are_the_same_however_keys_are_batched() -> None:
+    keys = [f"{i:x}" * (1 + i % 7) + "é" * (i % 3) for i in range(3000)] + ["", "a", "a\x00", "12345678"]
+    arr = pa.array(keys)
+    whole = key_hashes(arr)
+    assert np.array_equal(np.concatenate([key_hashes(arr.slice(i, 97)) for i in range(0, len(keys), 97)]), whole)
+    assert np.array_equal(key_hashes(arr.cast(pa.large_string())), whole)
+    assert key_hashes(pa.array(["a"]))[0] == whole[-3] and len(set(whole.tolist())) == len(set(keys))
+
+
+def test_folding_the_key_in_is_invertible() -> None:
+    """What migration 0003 relies on to upgrade (fold) and downgrade (unfold) stored hashes."""
+    rng = np.random.default_rng(3)
+    content = rng.integers(-(2**63), 2**63 - 1, 1000, dtype=np.int64)
+    keys = pa.array([f"key-{i}-{'ü' * (i % 5)}" for i in range(1000)])
+    folded = fold_key(content, keys)
+    assert not np.any(folded == content)
+    assert np.array_equal(unfold_key(folded, keys), content)
 
 
 def test_null_empty_and_false_hash_differently() -> None:

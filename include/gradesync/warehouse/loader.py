@@ -7,10 +7,17 @@ The algorithm is the same on both databases; only how rows reach the tables diff
    the table; into an empty table the primary key is rebuilt afterwards. If the files repeat a
    key, that attempt is rolled back to a savepoint and step 2's deduplicating path runs instead.
 1. Otherwise, where the backend supports it (Postgres), the files are streamed once to stage only
-   *keys* (ordinal, sourced_id, row hash, tombstone flag). One join against the table yields the
-   rows that are new, changed, deleted or revived and, for a full sync, the records that
-   vanished; a second stream stages only those full rows. A reload where 1% changed moves 1% of
-   the rows. On SQLite every row is staged in one pass.
+   *keys* (ordinal, sourced_id, row hash, tombstone flag) and one join against the table yields
+   the rows that are new, changed, deleted or revived and, for a full sync, the records that
+   vanished; only those full rows are staged afterwards. For a full sync with a watermark, only
+   the keys of rows modified since the last watermark (less a margin), tombstones and undated rows
+   are staged: the other rows go into a checksum, a count and an XOR of row hashes (which cover
+   key and content) per bucket of hashes, compared with the same aggregate over the table's live
+   rows without the staged keys. Equal checksums prove those rows unchanged and nothing vanished
+   (up to a 64-bit hash collision); where buckets differ, their rows' keys are staged in a further
+   pass and joined like the others, and only live records in those buckets can have vanished.
+   A reload where 1% changed, as IC stamps changes, stages about 1% of the keys. On SQLite every
+   row is staged in one pass.
 2. Duplicate keys in the files (normally removed upstream) are counted and the last version
    (latest ``date_last_modified``, then latest in file order) wins. On the keys-first path this
    is resolved among the keys that have any new or changed copy (all their copies are staged);
@@ -112,6 +119,7 @@ def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("sourced_id", KeyText(), nullable=False),
         sa.Column("row_hash", sa.BigInteger(), nullable=False),
         sa.Column("tombstone", sa.Boolean(), nullable=False),
+        sa.Column("checked", sa.Boolean(), nullable=False),  # staged because a checksum bucket differed
         prefixes=["TEMPORARY"],
     )
     diff = sa.Table(  # staged rows to write, and keys that vanished
@@ -249,10 +257,10 @@ class _FirstPass:
             self.speculation.offer(pa.RecordBatch.from_arrays(
                 [ords_a, *batch.columns, hashes_a, tomb_a],
                 names=["ord", *batch.schema.names, "row_hash", "tombstone"]))
-            yield _keys(ords_a, batch.column(KEY_COLUMN), hashes_a, tomb_a)
+            yield _keys(ords_a, batch.column(KEY_COLUMN), hashes_a, tomb_a, checked=False)
 
     def bucket_key_batches(self, files: StagedFiles, buckets: np.ndarray | None) -> Iterator[pa.RecordBatch]:
-        """Second pass: the keys the first pass did not stage, of rows in ``buckets`` (None: all)."""
+        """A later pass: the keys the first pass did not stage, of rows in ``buckets`` (None: all)."""
         for sb in files.batches():
             staged = self.staged_mask(sb)
             assert staged is not None
@@ -263,11 +271,29 @@ class _FirstPass:
                 continue
             ords = np.arange(sb.first_ord, sb.first_ord + sb.batch.num_rows, dtype=np.int64)[pick]
             yield _keys(pa.array(ords), sb.batch.column(KEY_COLUMN).filter(pa.array(pick)),
-                        pa.array(sb.hashes[pick]), pa.array(sb.tombstone[pick]))
+                        pa.array(sb.hashes[pick]), pa.array(sb.tombstone[pick]), checked=True)
 
 
-def _keys(ords: pa.Array, keys: pa.Array, hashes: pa.Array, tomb: pa.Array) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([ords, keys, hashes, tomb], names=["ord", "sourced_id", "row_hash", "tombstone"])
+def _keys(ords: pa.Array, keys: pa.Array, hashes: pa.Array, tomb: pa.Array, *, checked: bool) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([ords, keys, hashes, tomb, pa.array(np.full(len(ords), checked))],
+                                      names=["ord", "sourced_id", "row_hash", "tombstone", "checked"])
+
+
+def _buckets_of_hidden_copies(conn: sa.Connection, target: sa.Table, iid: Any, keys: sa.Table,
+                              covered: np.ndarray) -> np.ndarray:
+    """Buckets that may hide an unstaged copy of a key staged because its bucket differed.
+
+    A key can come twice in the files: one copy changed (its bucket differs, so it was staged)
+    and one identical to the stored row, whose bucket balances and so was not. The stored row's
+    bucket points at that copy; the dedupe needs every copy of a staged key.
+    """
+    cur_bucket = _bucket_sql(target.c.row_hash)
+    found = conn.execute(
+        sa.select(cur_bucket).distinct()
+        .select_from(keys.join(target, sa.and_(target.c.integration_id == iid,
+                                               target.c.sourced_id == keys.c.sourced_id)))
+        .where(keys.c.checked, target.c.deleted_at.is_(None))).scalars().all()
+    return np.setdiff1d(np.array(found, dtype=np.int64), covered)
 
 
 def _changed_buckets(conn: sa.Connection, target: sa.Table, iid: Any, keys: sa.Table,
@@ -423,20 +449,30 @@ def merge(
         keys_t.create(conn)
         diff_t.create(conn)
         first = _FirstPass(speculate_after, full_sync)
-        backend.stage(conn, keys_t, first.key_batches(files))
+        keys = backend.stage(conn, keys_t, first.key_batches(files))
         staged = first.rows
         backend.analyze(conn, keys_t, ("sourced_id", "ord"))  # what the joins and filters below use
         # Rows whose keys were not staged are settled by the checksum: all of them unchanged and
         # nothing vanished (no bucket differs), or their keys are staged now, bucket by bucket.
         buckets: np.ndarray | None = None  # buckets whose live records may have vanished; None: all
-        if first.checksum is not None:
+        if first.checksum is None:
+            verdict = "every key staged (delta sync, or no watermark yet)"
+        else:
             buckets = _changed_buckets(conn, target, iid, keys_t, first.checksum)
+            verdict = f"checksums differ in {len(buckets):,} of {BUCKETS:,} buckets"
             if len(buckets) > BUCKETS // 2:
                 buckets = None
-            if buckets is None or len(buckets):
-                backend.stage(conn, keys_t, first.bucket_key_batches(files, buckets))
+            covered, more = np.zeros(0, dtype=np.int64), buckets
+            while more is None or len(more):  # at most twice: see _buckets_of_hidden_copies
+                keys += backend.stage(conn, keys_t, first.bucket_key_batches(files, more))
                 backend.analyze(conn, keys_t, ("sourced_id", "ord"))
-        lap(f"stage keys ({'all' if buckets is None else len(buckets)} buckets differ)")
+                if more is None:
+                    break
+                covered = np.union1d(covered, more)
+                more = _buckets_of_hidden_copies(conn, target, iid, keys_t, covered)
+        log.info("%s/%s: compared %s of %s staged rows by key; %s", integration_id, entity.name, f"{keys:,}",
+                 f"{staged:,}", verdict)
+        lap("stage keys")
         # one join finds new/changed/deleted/revived rows and, for a full sync, the records that
         # vanished (the table is scanned only when some may have)
         k = keys_t

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import random
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,6 +17,7 @@ from conftest import Stager, result
 
 from gradesync.entities import ENTITIES
 from gradesync.warehouse import LoadCounts, Warehouse
+from gradesync.warehouse.testing import throwaway_schema
 
 T0 = datetime(2026, 9, 1, 2, 0, tzinfo=timezone.utc)
 T1 = datetime(2026, 9, 2, 2, 0, tzinfo=timezone.utc)
@@ -418,3 +421,84 @@ def test_reload_with_rows_kept_from_the_first_pass(wh: Warehouse, stage: Stager,
     assert df.loc["res-9", "deleted_reason"] == "vanished" and {"res-500", "res-501"} <= set(df.index)
     hist = wh.read_table("result_history", "district-a")
     assert sorted(hist.sourced_id) == ["res-1", "res-2", "res-9"]
+
+
+def _next_state(rng: random.Random, state: dict[int, dict[str, Any]], gone: dict[int, dict[str, Any]],
+                new_dlm: str, old_dlm: str, kinds: tuple[str, ...], serial: list[int]) -> list[dict[str, Any]]:
+    """Apply random changes of the given kinds to ``state``; return the records a full sync serves."""
+    live = sorted(state)
+    extra: list[dict[str, Any]] = []
+    for kind in kinds:
+        for _ in range(rng.randint(1, 6)):
+            i = rng.choice(live)
+            if kind == "changed":  # IC stamps the change
+                state[i] = result(i, score=rng.random() * 100, dlm=new_dlm)
+            elif kind == "changed unstamped":
+                state[i] = {**state[i], "comment": f"edited {rng.random()}"}
+            elif kind == "tombstone":
+                state[i] = {**state[i], "status": "tobedeleted", "dateLastModified": new_dlm}
+            elif kind == "vanished" and i in state:
+                gone[i] = state.pop(i)
+            elif kind == "revived" and gone:
+                j = rng.choice(sorted(gone))
+                state[j] = gone.pop(j)
+            elif kind in ("new", "new unstamped"):
+                serial[0] += 1
+                state[serial[0]] = result(serial[0], dlm=new_dlm if kind == "new" else old_dlm)
+            elif kind == "duplicate" and i in state:  # an older copy next to the current one
+                extra.append({**state[i], "score": -1.0, "dateLastModified": old_dlm})
+    records = list(state.values()) + extra
+    rng.shuffle(records)
+    return records
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_checksum_comparison_writes_exactly_what_comparing_every_key_writes(
+        stage: Stager, caplog: pytest.LogCaptureFixture, seed: int) -> None:
+    """Warehouse A keeps a watermark, so reloads compare checksums and stage few keys; B has none,
+    so every key is compared. Round after round of random changes, both must end up identical."""
+    rng = random.Random(seed)
+    state = {i: result(i, dlm="2026-08-20T08:00:00Z") for i in range(600)}
+    gone: dict[int, dict[str, Any]] = {}
+    serial = [10_000]
+    rounds = [("changed", "new", "tombstone"),  # all stamped: the checksums match
+              ("vanished", "changed unstamped", "new unstamped"),
+              ("revived", "duplicate", "changed"),
+              ("changed", "changed unstamped", "vanished", "revived", "new", "new unstamped", "duplicate",
+               "tombstone")]
+    verdicts = []
+    with throwaway_schema() as (url_a, schema_a), throwaway_schema() as (url_b, schema_b):
+        a, b = Warehouse(url_a, schema=schema_a), Warehouse(url_b, schema=schema_b)
+        a.migrate()
+        b.migrate()
+        try:
+            records = list(state.values())
+            for n, kinds in enumerate([(), *rounds]):
+                new_dlm = f"2026-09-{n + 1:02d}T08:00:00Z"
+                if n:
+                    records = _next_state(rng, state, gone, new_dlm, "2026-08-20T08:00:00Z", kinds, serial)
+                paths, rejects, extracted = stage(records)
+                seen = datetime(2026, 9, n + 1, 23, tzinfo=timezone.utc)
+                caplog.clear()
+                with caplog.at_level(logging.INFO, logger="gradesync.warehouse.loader"):
+                    got_a = a.load_entity("district-a", "results", "1.2", paths, run_id=f"run-{n}", full_sync=True,
+                                          extracted=extracted, watermark=datetime.fromisoformat(new_dlm),
+                                          started_at=seen)
+                verdicts += [r.getMessage() for r in caplog.records if "staged rows by key" in r.getMessage()]
+                got_b = b.load_entity("district-a", "results", "1.2", paths, run_id=f"run-{n}", full_sync=True,
+                                      extracted=extracted, started_at=seen)
+                assert got_a == got_b and balanced(got_a), (kinds, got_a, got_b)
+                for table in ("results", "result_history"):
+                    frames = [wh.read_table(table, "district-a") for wh in (a, b)]
+                    order = ["sourced_id"] + (["run_id"] if table == "result_history" else [])
+                    frames = [f.drop(columns=["history_id"], errors="ignore").sort_values(order).reset_index(drop=True)
+                              for f in frames]
+                    pd.testing.assert_frame_equal(*frames)
+        finally:
+            a.dispose()
+            b.dispose()
+    assert "checksums differ in 0 of" in verdicts[0]  # round 1: nothing outside the staged keys changed
+    assert all("checksums differ in 0 of" not in v for v in verdicts[1:])
+    staged = [int(v.split(" of ")[0].split()[-1].replace(",", "")) for v in verdicts]
+    assert all(k < 600 for k in staged), verdicts  # some rows were settled by checksum each time

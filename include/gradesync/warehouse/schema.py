@@ -109,7 +109,7 @@ def _entity_table(md: sa.MetaData, entity: Entity, prefix: str) -> sa.Table:
         sa.Column("deleted_reason", sa.Text()),
     ]
     return sa.Table(
-        name, md, *cols, sa.PrimaryKeyConstraint("integration_id", "sourced_id", name=f"{name}_pkey")
+        name, md, *cols, sa.PrimaryKeyConstraint("sourced_id", "integration_id", name=f"{name}_pkey")
     )
 
 

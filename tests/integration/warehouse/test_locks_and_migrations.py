@@ -135,7 +135,10 @@ def test_upgrade_a_v1_warehouse_with_data(tmp_path: Path, stage: Stager, request
         wh = Warehouse(url, schema=schema)
         assert wh.migrate("0001") == "0001"
         _insert_v1_data(wh)
-        assert wh.migrate() == head_revision() == "0003"
+        assert wh.migrate() == head_revision() == "0004"
+        with wh.engine.connect() as conn:
+            pk = sa.inspect(conn).get_pk_constraint("results", schema=wh.schema_name)
+        assert pk["constrained_columns"] == ["sourced_id", "integration_id"]  # 0004
         df = wh.read_table("results", "district-a").set_index("sourced_id")
         assert list(df.index) == ["res-1", "res-2"] and df.loc["res-1", "score"] == 1.0
         assert df.loc["res-2", "deleted_reason"] == "unknown" and pd.isna(df.loc["res-1", "deleted_reason"])
@@ -175,7 +178,7 @@ def test_upgrade_to_v3_rehashes_stored_rows_so_they_stay_unchanged(
     with wh.engine.begin() as conn:  # what a v2 load stored
         conn.execute(sa.update(t).where(t.c.sourced_id == sa.bindparam("sid")).values(row_hash=sa.bindparam("h")),
                      [{"sid": sid, "h": int(h)} for sid, h in zip(current, v2, strict=True)])
-    assert wh.migrate() == "0003"
+    assert wh.migrate() == head_revision()
     assert _stored_hashes(wh) == current
     again = wh.load_entity("district-a", "results", "1.2", files, run_id="v3", full_sync=True, extracted=n)
     assert (again.unchanged, again.updated, again.inserted) == (300, 0, 0)

@@ -86,7 +86,7 @@ def test_schema_derives_from_the_entity_registry() -> None:
     assert names == set(ENTITIES) | set(HISTORY_TABLES.values()) | set(SYNC_TABLES)
     for name, entity in ENTITIES.items():
         table = ws.entity(name)
-        assert [c.name for c in table.primary_key] == ["integration_id", "sourced_id"]
+        assert [c.name for c in table.primary_key] == ["sourced_id", "integration_id"]
         for f in entity.fields:
             assert f.column in table.c, (name, f.column)
             assert table.c[f.column].nullable is (not f.required)

@@ -101,7 +101,7 @@ class MergeResult:
     staged: int  # rows read from the files
 
 
-def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table]:
+def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table]:
     md = sa.MetaData()
     rows = sa.Table(
         "gs_stage_rows", md,
@@ -122,6 +122,14 @@ def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("checked", sa.Boolean(), nullable=False),  # staged because a checksum bucket differed
         prefixes=["TEMPORARY"],
     )
+    known = sa.Table(  # each staged key with the state of its record in the table (looked up once)
+        "gs_stage_known", md,
+        *[sa.Column(c.name, c.type, nullable=False) for c in keys.columns],
+        sa.Column("cur_exists", sa.Boolean(), nullable=False),
+        sa.Column("cur_hash", sa.BigInteger()),
+        sa.Column("cur_deleted", sa.Boolean()),
+        prefixes=["TEMPORARY"],
+    )
     diff = sa.Table(  # staged rows to write, and keys that vanished
         "gs_stage_diff", md,
         sa.Column("ord", sa.BigInteger()),
@@ -129,7 +137,7 @@ def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("gone", KeyText()),
         prefixes=["TEMPORARY"],
     )
-    return rows, keys, diff
+    return rows, keys, known, diff
 
 
 def _row_batches(files: StagedFiles, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
@@ -279,44 +287,58 @@ def _keys(ords: pa.Array, keys: pa.Array, hashes: pa.Array, tomb: pa.Array, *, c
                                       names=["ord", "sourced_id", "row_hash", "tombstone", "checked"])
 
 
-def _buckets_of_hidden_copies(conn: sa.Connection, target: sa.Table, iid: Any, keys: sa.Table,
-                              covered: np.ndarray) -> np.ndarray:
+def _look_up(conn: sa.Connection, keys: sa.Table, known: sa.Table, target: sa.Table, iid: Any) -> None:
+    """Add the staged keys not yet in ``known``, with the current state of their records."""
+    cur = target
+    match = sa.and_(cur.c.integration_id == iid, cur.c.sourced_id == keys.c.sourced_id)
+    conn.execute(sa.insert(known).from_select(
+        [c.name for c in known.columns],
+        sa.select(*keys.columns, cur.c.sourced_id.is_not(None), cur.c.row_hash, cur.c.deleted_at.is_not(None))
+        .select_from(keys.outerjoin(cur, match))
+        .where(~sa.exists().where(known.c.ord == keys.c.ord))))
+
+
+def _buckets_of_hidden_copies(conn: sa.Connection, known: sa.Table, covered: np.ndarray) -> np.ndarray:
     """Buckets that may hide an unstaged copy of a key staged because its bucket differed.
 
     A key can come twice in the files: one copy changed (its bucket differs, so it was staged)
     and one identical to the stored row, whose bucket balances and so was not. The stored row's
     bucket points at that copy; the dedupe needs every copy of a staged key.
     """
-    cur_bucket = _bucket_sql(target.c.row_hash)
     found = conn.execute(
-        sa.select(cur_bucket).distinct()
-        .select_from(keys.join(target, sa.and_(target.c.integration_id == iid,
-                                               target.c.sourced_id == keys.c.sourced_id)))
-        .where(keys.c.checked, target.c.deleted_at.is_(None))).scalars().all()
+        sa.select(_bucket_sql(known.c.cur_hash)).distinct()
+        .where(known.c.checked, known.c.cur_exists, sa.not_(known.c.cur_deleted))).scalars().all()
     return np.setdiff1d(np.array(found, dtype=np.int64), covered)
 
 
-def _changed_buckets(conn: sa.Connection, target: sa.Table, iid: Any, keys: sa.Table,
+def _changed_buckets(conn: sa.Connection, target: sa.Table, iid: Any, known: sa.Table,
                      checksum: _Checksum) -> np.ndarray:
     """Buckets where the table's live rows, less those with staged keys, differ from the checksum.
 
     One aggregate over the table settles the usual case (no bucket differs); only otherwise are
-    the buckets aggregated one by one.
+    the buckets aggregated one by one. The staged keys' records come from ``known``.
     """
     live = sa.and_(target.c.integration_id == iid, target.c.deleted_at.is_(None))
-    staged = target.c.sourced_id.in_(sa.select(keys.c.sourced_id))
-    xor = sa.func.coalesce(sa.func.bit_xor(target.c.row_hash), 0)
+    staged = (sa.select(known.c.sourced_id, known.c.cur_hash.label("row_hash"))
+              .where(known.c.cur_exists, sa.not_(known.c.cur_deleted)).distinct().subquery())
     mask = (1 << 64) - 1
-    total, of_staged = (conn.execute(sa.select(sa.func.count(), xor).where(*where)).one()
-                        for where in ((live,), (live, staged)))
+
+    def aggregate(rows: Any, where: Any, by_bucket: bool) -> list[Any]:
+        xor = sa.func.coalesce(sa.func.bit_xor(rows.c.row_hash), 0)
+        if not by_bucket:
+            return [conn.execute(sa.select(sa.func.count(), xor).select_from(rows).where(where)).one()]
+        bucket = _bucket_sql(rows.c.row_hash).label("bucket")
+        return list(conn.execute(sa.select(bucket, sa.func.count(), xor).select_from(rows).where(where)
+                                 .group_by(bucket)))
+
+    (total,), (of_staged,) = aggregate(target, live, False), aggregate(staged, sa.true(), False)
     if (total[0] - of_staged[0] == int(checksum.count.sum())
             and (total[1] ^ of_staged[1]) & mask == int(np.bitwise_xor.reduce(checksum.xor))):
         return np.zeros(0, dtype=np.int64)
-    bucket = _bucket_sql(target.c.row_hash).label("bucket")
     counts = np.zeros(BUCKETS, dtype=np.int64)
     xors = np.zeros(BUCKETS, dtype=np.uint64)
-    for where, sign in (((live,), 1), ((live, staged), -1)):
-        for b, n, x in conn.execute(sa.select(bucket, sa.func.count(), xor).where(*where).group_by(bucket)):
+    for rows, where, sign in ((target, live, 1), (staged, sa.true(), -1)):
+        for b, n, x in aggregate(rows, where, True):
             counts[b] += sign * n
             xors[b] ^= np.uint64(x & mask)
     return checksum.mismatched(counts, xors)
@@ -420,7 +442,7 @@ def merge(
     """
     target = ws.entity(entity.name)
     history = ws.history(entity.name)
-    rows_t, keys_t, diff_t = _temp_tables(entity)
+    rows_t, keys_t, known_t, diff_t = _temp_tables(entity)
     iid = sa.literal(integration_id, sa.Text)
     run = sa.literal(run_id, sa.Text)
     seen = sa.literal(seen_at, sa_type("datetime"))
@@ -446,19 +468,20 @@ def merge(
     rows_t.create(conn)
     diff = None
     if two_pass:
-        keys_t.create(conn)
-        diff_t.create(conn)
+        for table in (keys_t, known_t, diff_t):
+            table.create(conn)
         first = _FirstPass(speculate_after, full_sync)
         keys = backend.stage(conn, keys_t, first.key_batches(files))
         staged = first.rows
         backend.analyze(conn, keys_t, ("sourced_id", "ord"))  # what the joins and filters below use
+        _look_up(conn, keys_t, known_t, target, iid)
         # Rows whose keys were not staged are settled by the checksum: all of them unchanged and
         # nothing vanished (no bucket differs), or their keys are staged now, bucket by bucket.
         buckets: np.ndarray | None = None  # buckets whose live records may have vanished; None: all
         if first.checksum is None:
             verdict = "every key staged (delta sync, or no watermark yet)"
         else:
-            buckets = _changed_buckets(conn, target, iid, keys_t, first.checksum)
+            buckets = _changed_buckets(conn, target, iid, known_t, first.checksum)
             verdict = f"checksums differ in {len(buckets):,} of {BUCKETS:,} buckets"
             if len(buckets) > BUCKETS // 2:
                 buckets = None
@@ -466,39 +489,30 @@ def merge(
             while more is None or len(more):  # at most twice: see _buckets_of_hidden_copies
                 keys += backend.stage(conn, keys_t, first.bucket_key_batches(files, more))
                 backend.analyze(conn, keys_t, ("sourced_id", "ord"))
+                _look_up(conn, keys_t, known_t, target, iid)
                 if more is None:
                     break
                 covered = np.union1d(covered, more)
-                more = _buckets_of_hidden_copies(conn, target, iid, keys_t, covered)
+                more = _buckets_of_hidden_copies(conn, known_t, covered)
+        backend.analyze(conn, known_t, ("sourced_id", "ord"))
         log.info("%s/%s: compared %s of %s staged rows by key; %s", integration_id, entity.name, f"{keys:,}",
                  f"{staged:,}", verdict)
         lap("stage keys")
-        # one join finds new/changed/deleted/revived rows and, for a full sync, the records that
-        # vanished (the table is scanned only when some may have)
-        k = keys_t
-        cur = sa.select(target.c.sourced_id, target.c.row_hash, target.c.deleted_at).where(
-            target.c.integration_id == iid).subquery("cur")
-        write = sa.and_(k.c.ord.is_not(None), sa.or_(
-            cur.c.sourced_id.is_(None), cur.c.row_hash != k.c.row_hash,
-            cur.c.deleted_at.is_not(None) != k.c.tombstone))
+        kn = known_t
+        conn.execute(sa.insert(diff_t).from_select(["ord", "sourced_id"], sa.select(kn.c.ord, kn.c.sourced_id).where(
+            sa.or_(sa.not_(kn.c.cur_exists), kn.c.cur_hash != kn.c.row_hash, kn.c.cur_deleted != kn.c.tombstone))))
         if full_sync and (buckets is None or len(buckets)):
-            joined = k.outerjoin(cur, k.c.sourced_id == cur.c.sourced_id, full=True)
-            vanish = sa.and_(k.c.ord.is_(None), cur.c.deleted_at.is_(None))
+            # live records without a staged key vanished: only in the buckets that differ
+            t = target
+            gone = [t.c.integration_id == iid, t.c.deleted_at.is_(None),
+                    ~sa.exists().where(keys_t.c.sourced_id == t.c.sourced_id)]
             if buckets is not None:
-                vanish = sa.and_(vanish, _bucket_sql(cur.c.row_hash).in_([int(b) for b in buckets]))
-            cond = sa.or_(write, vanish)
-        else:
-            joined = k.outerjoin(cur, k.c.sourced_id == cur.c.sourced_id)
-            cond = write
-        conn.execute(sa.insert(diff_t).from_select(
-            ["ord", "sourced_id", "gone"],
-            sa.select(k.c.ord, k.c.sourced_id,
-                      sa.case((k.c.ord.is_(None), cur.c.sourced_id), else_=sa.null()))
-            .select_from(joined).where(cond)))
+                gone.append(_bucket_sql(t.c.row_hash).in_([int(b) for b in buckets]))
+            conn.execute(sa.insert(diff_t).from_select(["gone"], sa.select(t.c.sourced_id).where(*gone)))
         # every staged copy of a key that has a row to write, so duplicates resolve to the latest
         changed_keys = sa.select(diff_t.c.sourced_id).where(diff_t.c.ord.is_not(None)).distinct().subquery()
         wanted = np.fromiter(conn.execute(  # streamed: 8 bytes per row to write, nothing more
-            sa.select(k.c.ord).join(changed_keys, changed_keys.c.sourced_id == k.c.sourced_id).order_by(k.c.ord),
+            sa.select(kn.c.ord).join(changed_keys, changed_keys.c.sourced_id == kn.c.sourced_id).order_by(kn.c.ord),
             execution_options={"stream_results": True, "yield_per": 50_000},
         ).scalars(), dtype=np.int64)
         speculation = first.speculation
@@ -606,8 +620,8 @@ def merge(
     lap("vanished")
     r.drop(conn)
     if two_pass:
-        keys_t.drop(conn)
-        diff_t.drop(conn)
+        for table in (keys_t, known_t, diff_t):
+            table.drop(conn)
     return MergeResult(
         inserted=inserted,
         updated=updated,

@@ -63,6 +63,7 @@ from gradesync.warehouse.types import KeyText
 log = logging.getLogger(__name__)
 
 SPECULATION_CAP = 100_000  # rows kept in memory to skip the second pass (about 40 MB)
+READ_THREADS = 2  # staged files read and hashed at once while the keys stream (the server waits)
 BUCKET_BITS = 12  # checksum buckets: 4,096, about 250 rows each in a million
 BUCKETS = 1 << BUCKET_BITS
 
@@ -247,7 +248,7 @@ class _FirstPass:
         return recent.to_numpy(zero_copy_only=False) | sb.tombstone
 
     def key_batches(self, files: StagedFiles) -> Iterator[pa.RecordBatch]:
-        for sb in files.batches():
+        for sb in files.batches(threads=READ_THREADS):
             n = sb.batch.num_rows
             self.rows += n
             ords = np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)
@@ -269,7 +270,7 @@ class _FirstPass:
 
     def bucket_key_batches(self, files: StagedFiles, buckets: np.ndarray | None) -> Iterator[pa.RecordBatch]:
         """A later pass: the keys the first pass did not stage, of rows in ``buckets`` (None: all)."""
-        for sb in files.batches():
+        for sb in files.batches(threads=READ_THREADS):
             staged = self.staged_mask(sb)
             assert staged is not None
             pick = ~staged
@@ -356,7 +357,7 @@ def _target_batches(files: StagedFiles, target: sa.Table, integration_id: str, r
     iid, run = pa.array([integration_id], pa.string()), pa.array([run_id], pa.string())
     reason = pa.scalar(REASON_TOMBSTONE, pa.string())
     names = [c.name for c in target.columns]
-    for sb in files.batches():
+    for sb in files.batches():  # one thread: the server's COPY of every row sets the pace here
         n = sb.batch.num_rows
         tomb = pa.array(sb.tombstone)
         seen_n, run_n = _constant(seen, n), _constant(run, n)

@@ -13,8 +13,11 @@ would look changed once.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -139,47 +142,79 @@ class StagedFiles:
             arrays.append(col)
         return pa.RecordBatch.from_arrays(arrays, names=self.schema.names)
 
-    def batches(self, wanted: np.ndarray | None = None) -> Iterator[StagedBatch]:
+    def batches(self, wanted: np.ndarray | None = None, *, threads: int = 1) -> Iterator[StagedBatch]:
         """Stream conformed batches with their row hashes; rows are numbered across files.
 
         With ``wanted`` (sorted ordinals) only those rows are returned, and files and batches
-        without any of them are skipped before anything is decoded or hashed.
+        without any of them are skipped before anything is decoded or hashed. With ``threads``
+        above 1 (and no ``wanted``), that many files are read and hashed at once (Parquet decoding
+        and the vectorised hashing release the GIL); batches still come in file order, and memory
+        holds at most ``threads + 1`` files' batches.
         """
+        if threads > 1 and wanted is None:
+            yield from self._batches_in_threads(threads)
+            return
         ordinal = 0
-        wanted_names = set(self.schema.names)
         for path in self.files:
-            with _open(path) as fh:
-                pf = pq.ParquetFile(fh)
-                # strings other than the key repeat a lot: decode them as dictionaries (cheaper to
-                # read, and each distinct value is hashed once)
-                encoded = [n for n in pf.schema_arrow.names
-                           if n in self._dictionary_columns and pa.types.is_string(pf.schema_arrow.field(n).type)]
-                if encoded:
-                    pf = pq.ParquetFile(fh, read_dictionary=encoded)
-                total = pf.metadata.num_rows
-                if wanted is not None and _count_between(wanted, ordinal, ordinal + total) == 0:
-                    ordinal += total
+            ordinal += yield from self._file_batches(path, ordinal, wanted)
+
+    def _batches_in_threads(self, threads: int) -> Iterator[StagedBatch]:
+        def read(path: Any) -> tuple[list[StagedBatch], int]:
+            out: list[StagedBatch] = []
+            batches = self._file_batches(path, 0, None)
+            while True:
+                try:
+                    out.append(next(batches))
+                except StopIteration as done:
+                    return out, done.value
+
+        paths = iter(self.files)
+        with ThreadPoolExecutor(threads, thread_name_prefix="gradesync-read") as pool:
+            pending = deque(pool.submit(read, path) for path in itertools.islice(paths, threads))
+            ordinal = 0
+            while pending:
+                batches, total = pending.popleft().result()
+                pending.extend(pool.submit(read, path) for path in itertools.islice(paths, 1))
+                for sb in batches:
+                    sb.first_ord += ordinal
+                    yield sb
+                ordinal += total
+
+    def _file_batches(self, path: Any, ordinal: int, wanted: np.ndarray | None) -> Generator[StagedBatch, None, int]:
+        """The batches of one file whose first row has number ``ordinal``; returns its row count."""
+        wanted_names = set(self.schema.names)
+        with _open(path) as fh:
+            pf = pq.ParquetFile(fh)
+            # strings other than the key repeat a lot: decode them as dictionaries (cheaper to
+            # read, and each distinct value is hashed once)
+            encoded = [n for n in pf.schema_arrow.names
+                       if n in self._dictionary_columns and pa.types.is_string(pf.schema_arrow.field(n).type)]
+            if encoded:
+                pf = pq.ParquetFile(fh, read_dictionary=encoded)
+            total = pf.metadata.num_rows
+            if wanted is not None and _count_between(wanted, ordinal, ordinal + total) == 0:
+                return total
+            columns = [n for n in pf.schema_arrow.names if n in wanted_names]
+            for raw in pf.iter_batches(batch_size=self.batch_rows, columns=columns):
+                n = raw.num_rows
+                if n == 0:
                     continue
-                columns = [n for n in pf.schema_arrow.names if n in wanted_names]
-                for raw in pf.iter_batches(batch_size=self.batch_rows, columns=columns):
-                    n = raw.num_rows
-                    if n == 0:
+                first = ordinal
+                ordinal += n
+                if wanted is not None:
+                    lo, hi = np.searchsorted(wanted, [first, first + n])
+                    if lo == hi:
                         continue
-                    first = ordinal
-                    ordinal += n
-                    if wanted is not None:
-                        lo, hi = np.searchsorted(wanted, [first, first + n])
-                        if lo == hi:
-                            continue
-                        picked = wanted[lo:hi]
-                        raw = raw.take(pa.array(picked - first))
-                    else:
-                        picked = None
-                    batch = self._conform(raw)
-                    hashes = fold_key(row_hashes(batch, self.hash_columns), batch.column(KEY_COLUMN))
-                    tomb = pc.fill_null(pc.equal(batch.column("status"), DELETED_STATUS), False).to_numpy(
-                        zero_copy_only=False)
-                    yield StagedBatch(batch, hashes, tomb, first, picked)
+                    picked = wanted[lo:hi]
+                    raw = raw.take(pa.array(picked - first))
+                else:
+                    picked = None
+                batch = self._conform(raw)
+                hashes = fold_key(row_hashes(batch, self.hash_columns), batch.column(KEY_COLUMN))
+                tomb = pc.fill_null(pc.equal(batch.column("status"), DELETED_STATUS), False).to_numpy(
+                    zero_copy_only=False)
+                yield StagedBatch(batch, hashes, tomb, first, picked)
+        return total
 
 
 def _count_between(sorted_values: np.ndarray, lo: int, hi: int) -> int:

@@ -56,6 +56,21 @@ def test_any_content_change_changes_the_hash(tmp_path: Path, column: str, value:
     assert after[0] == base[0] and after[2] == base[2] and after[1] != base[1]
 
 
+def test_reading_files_in_threads_yields_the_same_batches_in_order(tmp_path: Path) -> None:
+    table, _ = flatten_records(RESULTS, "1.2", _records(100))
+    paths = [_write(tmp_path, table.slice(start, size), f"{i}.parquet")
+             for i, (start, size) in enumerate([(0, 7), (7, 40), (47, 0), (47, 30), (77, 23)])]
+    files = StagedFiles(RESULTS, paths, batch_rows=16)
+    one = list(files.batches())
+    for threads in (2, 3):
+        many = list(files.batches(threads=threads))
+        assert [b.first_ord for b in many] == [b.first_ord for b in one]
+        assert np.array_equal(np.concatenate([b.hashes for b in many]), np.concatenate([b.hashes for b in one]))
+        assert [b.batch.column("sourced_id").to_pylist() for b in many] == [
+            b.batch.column("sourced_id").to_pylist() for b in one]
+    assert one[-1].first_ord + one[-1].batch.num_rows == 100
+
+
 def test_the_key_is_part_of_the_hash(tmp_path: Path) -> None:
     """Same content under another key hashes differently, so checksums over rows see key swaps."""
     table, _ = flatten_records(RESULTS, "1.2", _records(2, score=5, late="false", student={"sourcedId": "s"}))

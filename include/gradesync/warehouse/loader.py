@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 
 SPECULATION_CAP = 100_000  # rows kept in memory to skip the second pass (about 40 MB)
 READ_THREADS = 2  # staged files read and hashed at once while the keys stream (the server waits)
-BUCKET_BITS = 12  # checksum buckets: 4,096, about 250 rows each in a million
+BUCKET_BITS = 16  # checksum buckets: 65,536, about 15 rows each in a million
+_MASK64 = (1 << 64) - 1
 BUCKETS = 1 << BUCKET_BITS
 
 
@@ -205,14 +206,20 @@ class _Checksum:
         self.count = np.zeros(BUCKETS, dtype=np.int64)
         self.xor = np.zeros(BUCKETS, dtype=np.uint64)
 
-    def add(self, hashes: np.ndarray) -> None:
+    def add(self, hashes: np.ndarray, sign: int = 1) -> None:
+        """Count ``hashes`` in (``sign`` -1: out of) their buckets; XOR is its own inverse."""
         buckets = _bucket(hashes)
-        self.count += np.bincount(buckets, minlength=BUCKETS)
+        self.count += sign * np.bincount(buckets, minlength=BUCKETS)
         np.bitwise_xor.at(self.xor, buckets, hashes.view(np.uint64))
 
-    def mismatched(self, counts: np.ndarray, xors: np.ndarray) -> np.ndarray:
-        """Buckets where another side's ``counts``/``xors`` (same layout) differ from these."""
-        return np.flatnonzero((counts != self.count) | (xors != self.xor))
+    @property
+    def total(self) -> tuple[int, int]:
+        """(count, XOR) over all buckets, the XOR as an unsigned 64-bit integer."""
+        return int(self.count.sum()), int(np.bitwise_xor.reduce(self.xor))
+
+    def mismatched(self, other: _Checksum) -> np.ndarray:
+        """Buckets where ``other`` differs from this checksum."""
+        return np.flatnonzero((other.count != self.count) | (other.xor != self.xor))
 
 
 def _bucket(hashes: np.ndarray) -> np.ndarray:
@@ -312,37 +319,27 @@ def _buckets_of_hidden_copies(conn: sa.Connection, known: sa.Table, covered: np.
     return np.setdiff1d(np.array(found, dtype=np.int64), covered)
 
 
-def _changed_buckets(conn: sa.Connection, target: sa.Table, iid: Any, known: sa.Table,
+def _changed_buckets(conn: sa.Connection, backend: Backend, target: sa.Table, iid: Any, known: sa.Table,
                      checksum: _Checksum) -> np.ndarray:
     """Buckets where the table's live rows, less those with staged keys, differ from the checksum.
 
-    One aggregate over the table settles the usual case (no bucket differs); only otherwise are
-    the buckets aggregated one by one. The staged keys' records come from ``known``.
+    One aggregate over the table (parallel on Postgres) settles the usual case: no bucket differs.
+    Otherwise the live rows' hashes are streamed (8 bytes a row, never held) into a checksum of
+    the same layout; the staged keys' records, looked up in ``known``, are taken out of both.
     """
     live = sa.and_(target.c.integration_id == iid, target.c.deleted_at.is_(None))
-    staged = (sa.select(known.c.sourced_id, known.c.cur_hash.label("row_hash"))
-              .where(known.c.cur_exists, sa.not_(known.c.cur_deleted)).distinct().subquery())
-    mask = (1 << 64) - 1
-
-    def aggregate(rows: Any, where: Any, by_bucket: bool) -> list[Any]:
-        xor = sa.func.coalesce(sa.func.bit_xor(rows.c.row_hash), 0)
-        if not by_bucket:
-            return [conn.execute(sa.select(sa.func.count(), xor).select_from(rows).where(where)).one()]
-        bucket = _bucket_sql(rows.c.row_hash).label("bucket")
-        return list(conn.execute(sa.select(bucket, sa.func.count(), xor).select_from(rows).where(where)
-                                 .group_by(bucket)))
-
-    (total,), (of_staged,) = aggregate(target, live, False), aggregate(staged, sa.true(), False)
-    if (total[0] - of_staged[0] == int(checksum.count.sum())
-            and (total[1] ^ of_staged[1]) & mask == int(np.bitwise_xor.reduce(checksum.xor))):
+    staged = np.array(conn.execute(
+        sa.select(known.c.cur_hash).where(known.c.cur_exists, sa.not_(known.c.cur_deleted))
+        .group_by(known.c.sourced_id, known.c.cur_hash)).scalars().all(), dtype=np.int64)
+    table = _Checksum()
+    table.add(staged, sign=-1)
+    count, xor = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.bit_xor(target.c.row_hash), 0))
+                              .where(live)).one()
+    if (count + int(table.count.sum()), (xor & _MASK64) ^ table.total[1]) == checksum.total:
         return np.zeros(0, dtype=np.int64)
-    counts = np.zeros(BUCKETS, dtype=np.int64)
-    xors = np.zeros(BUCKETS, dtype=np.uint64)
-    for rows, where, sign in ((target, live, 1), (staged, sa.true(), -1)):
-        for b, n, x in aggregate(rows, where, True):
-            counts[b] += sign * n
-            xors[b] ^= np.uint64(x & mask)
-    return checksum.mismatched(counts, xors)
+    for hashes in backend.int8_values(conn, sa.select(target.c.row_hash).where(live)):
+        table.add(hashes)
+    return checksum.mismatched(table)
 
 
 def _constant(value: pa.Array, n: int) -> pa.DictionaryArray:
@@ -482,7 +479,7 @@ def merge(
         if first.checksum is None:
             verdict = "every key staged (delta sync, or no watermark yet)"
         else:
-            buckets = _changed_buckets(conn, target, iid, known_t, first.checksum)
+            buckets = _changed_buckets(conn, backend, target, iid, known_t, first.checksum)
             verdict = f"checksums differ in {len(buckets):,} of {BUCKETS:,} buckets"
             if len(buckets) > BUCKETS // 2:
                 buckets = None

@@ -328,11 +328,10 @@ def _changed_buckets(conn: sa.Connection, backend: Backend, target: sa.Table, ii
     the same layout; the staged keys' records, looked up in ``known``, are taken out of both.
     """
     live = sa.and_(target.c.integration_id == iid, target.c.deleted_at.is_(None))
-    staged = np.array(conn.execute(
-        sa.select(known.c.cur_hash).where(known.c.cur_exists, sa.not_(known.c.cur_deleted))
-        .group_by(known.c.sourced_id, known.c.cur_hash)).scalars().all(), dtype=np.int64)
     table = _Checksum()
-    table.add(staged, sign=-1)
+    for staged in backend.int8_values(conn, sa.select(known.c.cur_hash).where(
+            known.c.cur_exists, sa.not_(known.c.cur_deleted)).group_by(known.c.sourced_id, known.c.cur_hash)):
+        table.add(staged, sign=-1)
     count, xor = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.bit_xor(target.c.row_hash), 0))
                               .where(live)).one()
     if (count + int(table.count.sum()), (xor & _MASK64) ^ table.total[1]) == checksum.total:
@@ -473,6 +472,7 @@ def merge(
         staged = first.rows
         backend.analyze(conn, keys_t, ("sourced_id", "ord"))  # what the joins and filters below use
         _look_up(conn, keys_t, known_t, target, iid)
+        backend.analyze(conn, known_t, ("sourced_id", "ord"))
         # Rows whose keys were not staged are settled by the checksum: all of them unchanged and
         # nothing vanished (no bucket differs), or their keys are staged now, bucket by bucket.
         buckets: np.ndarray | None = None  # buckets whose live records may have vanished; None: all
@@ -488,11 +488,11 @@ def merge(
                 keys += backend.stage(conn, keys_t, first.bucket_key_batches(files, more))
                 backend.analyze(conn, keys_t, ("sourced_id", "ord"))
                 _look_up(conn, keys_t, known_t, target, iid)
+                backend.analyze(conn, known_t, ("sourced_id", "ord"))
                 if more is None:
                     break
                 covered = np.union1d(covered, more)
                 more = _buckets_of_hidden_copies(conn, known_t, covered)
-        backend.analyze(conn, known_t, ("sourced_id", "ord"))
         log.info("%s/%s: compared %s of %s staged rows by key; %s", integration_id, entity.name, f"{keys:,}",
                  f"{staged:,}", verdict)
         lap("stage keys")

@@ -295,7 +295,8 @@ def _keys(ords: pa.Array, keys: pa.Array, hashes: pa.Array, tomb: pa.Array, *, c
                                       names=["ord", "sourced_id", "row_hash", "tombstone", "checked"])
 
 
-def _look_up(conn: sa.Connection, keys: sa.Table, known: sa.Table, target: sa.Table, iid: Any) -> None:
+def _look_up(conn: sa.Connection, backend: Backend, keys: sa.Table, known: sa.Table, target: sa.Table,
+             iid: Any) -> None:
     """Add the staged keys not yet in ``known``, with the current state of their records."""
     cur = target
     match = sa.and_(cur.c.integration_id == iid, cur.c.sourced_id == keys.c.sourced_id)
@@ -304,6 +305,7 @@ def _look_up(conn: sa.Connection, keys: sa.Table, known: sa.Table, target: sa.Ta
         sa.select(*keys.columns, cur.c.sourced_id.is_not(None), cur.c.row_hash, cur.c.deleted_at.is_not(None))
         .select_from(keys.outerjoin(cur, match))
         .where(~sa.exists().where(known.c.ord == keys.c.ord))))
+    backend.analyze(conn, known, ("sourced_id", "ord"))
 
 
 def _buckets_of_hidden_copies(conn: sa.Connection, known: sa.Table, covered: np.ndarray) -> np.ndarray:
@@ -339,6 +341,66 @@ def _changed_buckets(conn: sa.Connection, backend: Backend, target: sa.Table, ii
     for hashes in backend.int8_values(conn, sa.select(target.c.row_hash).where(live)):
         table.add(hashes)
     return checksum.mismatched(table)
+
+
+def _stage_and_compare_keys(conn: sa.Connection, backend: Backend, files: StagedFiles, target: sa.Table, iid: Any,
+                            keys: sa.Table, known: sa.Table, *, full_sync: bool, speculate_after: datetime | None,
+                            label: str) -> tuple[_FirstPass, np.ndarray | None]:
+    """Stage keys and look their records up (step 1 of the module docstring).
+
+    Returns the first pass (rows read, rows kept) and the buckets whose live records may have
+    vanished: None for all of them, empty for none.
+    """
+    first = _FirstPass(speculate_after, full_sync)
+    compared = backend.stage(conn, keys, first.key_batches(files))
+    backend.analyze(conn, keys, ("sourced_id", "ord"))  # what the joins and filters below use
+    _look_up(conn, backend, keys, known, target, iid)
+    buckets: np.ndarray | None = None
+    if first.checksum is None:
+        verdict = "every key staged (delta sync, or no watermark yet)"
+    else:
+        # Rows whose keys were not staged are settled by the checksum: all of them unchanged and
+        # nothing vanished (no bucket differs), or their keys are staged now, bucket by bucket.
+        buckets = _changed_buckets(conn, backend, target, iid, known, first.checksum)
+        verdict = f"checksums differ in {len(buckets):,} of {BUCKETS:,} buckets"
+        if len(buckets) > BUCKETS // 2:
+            buckets = None
+        covered, more = np.zeros(0, dtype=np.int64), buckets
+        while more is None or len(more):  # at most twice: see _buckets_of_hidden_copies
+            compared += backend.stage(conn, keys, first.bucket_key_batches(files, more))
+            backend.analyze(conn, keys, ("sourced_id", "ord"))
+            _look_up(conn, backend, keys, known, target, iid)
+            if more is None:
+                break
+            covered = np.union1d(covered, more)
+            more = _buckets_of_hidden_copies(conn, known, covered)
+    log.info("%s: compared %s of %s staged rows by key; %s", label, f"{compared:,}", f"{first.rows:,}", verdict)
+    return first, buckets
+
+
+def _rows_to_write(conn: sa.Connection, target: sa.Table, iid: Any, keys: sa.Table, known: sa.Table,
+                   diff: sa.Table, *, full_sync: bool, buckets: np.ndarray | None) -> np.ndarray:
+    """Fill ``diff`` with the keys to write and, for a full sync, the records that vanished.
+
+    Returns the sorted ordinals of every staged copy of a key to write, so that duplicates
+    resolve to the latest copy.
+    """
+    kn = known
+    conn.execute(sa.insert(diff).from_select(["ord", "sourced_id"], sa.select(kn.c.ord, kn.c.sourced_id).where(
+        sa.or_(sa.not_(kn.c.cur_exists), kn.c.cur_hash != kn.c.row_hash, kn.c.cur_deleted != kn.c.tombstone))))
+    if full_sync and (buckets is None or len(buckets)):
+        # live records without a staged key vanished: only in the buckets that differ
+        t = target
+        gone = [t.c.integration_id == iid, t.c.deleted_at.is_(None),
+                ~sa.exists().where(keys.c.sourced_id == t.c.sourced_id)]
+        if buckets is not None:
+            gone.append(_bucket_sql(t.c.row_hash).in_([int(b) for b in buckets]))
+        conn.execute(sa.insert(diff).from_select(["gone"], sa.select(t.c.sourced_id).where(*gone)))
+    changed_keys = sa.select(diff.c.sourced_id).where(diff.c.ord.is_not(None)).distinct().subquery()
+    return np.fromiter(conn.execute(  # streamed: 8 bytes per row to write, nothing more
+        sa.select(kn.c.ord).join(changed_keys, changed_keys.c.sourced_id == kn.c.sourced_id).order_by(kn.c.ord),
+        execution_options={"stream_results": True, "yield_per": 50_000},
+    ).scalars(), dtype=np.int64)
 
 
 def _constant(value: pa.Array, n: int) -> pa.DictionaryArray:
@@ -467,52 +529,12 @@ def merge(
     if two_pass:
         for table in (keys_t, known_t, diff_t):
             table.create(conn)
-        first = _FirstPass(speculate_after, full_sync)
-        keys = backend.stage(conn, keys_t, first.key_batches(files))
+        first, buckets = _stage_and_compare_keys(conn, backend, files, target, iid, keys_t, known_t,
+                                                 full_sync=full_sync, speculate_after=speculate_after,
+                                                 label=f"{integration_id}/{entity.name}")
         staged = first.rows
-        backend.analyze(conn, keys_t, ("sourced_id", "ord"))  # what the joins and filters below use
-        _look_up(conn, keys_t, known_t, target, iid)
-        backend.analyze(conn, known_t, ("sourced_id", "ord"))
-        # Rows whose keys were not staged are settled by the checksum: all of them unchanged and
-        # nothing vanished (no bucket differs), or their keys are staged now, bucket by bucket.
-        buckets: np.ndarray | None = None  # buckets whose live records may have vanished; None: all
-        if first.checksum is None:
-            verdict = "every key staged (delta sync, or no watermark yet)"
-        else:
-            buckets = _changed_buckets(conn, backend, target, iid, known_t, first.checksum)
-            verdict = f"checksums differ in {len(buckets):,} of {BUCKETS:,} buckets"
-            if len(buckets) > BUCKETS // 2:
-                buckets = None
-            covered, more = np.zeros(0, dtype=np.int64), buckets
-            while more is None or len(more):  # at most twice: see _buckets_of_hidden_copies
-                keys += backend.stage(conn, keys_t, first.bucket_key_batches(files, more))
-                backend.analyze(conn, keys_t, ("sourced_id", "ord"))
-                _look_up(conn, keys_t, known_t, target, iid)
-                backend.analyze(conn, known_t, ("sourced_id", "ord"))
-                if more is None:
-                    break
-                covered = np.union1d(covered, more)
-                more = _buckets_of_hidden_copies(conn, known_t, covered)
-        log.info("%s/%s: compared %s of %s staged rows by key; %s", integration_id, entity.name, f"{keys:,}",
-                 f"{staged:,}", verdict)
         lap("stage keys")
-        kn = known_t
-        conn.execute(sa.insert(diff_t).from_select(["ord", "sourced_id"], sa.select(kn.c.ord, kn.c.sourced_id).where(
-            sa.or_(sa.not_(kn.c.cur_exists), kn.c.cur_hash != kn.c.row_hash, kn.c.cur_deleted != kn.c.tombstone))))
-        if full_sync and (buckets is None or len(buckets)):
-            # live records without a staged key vanished: only in the buckets that differ
-            t = target
-            gone = [t.c.integration_id == iid, t.c.deleted_at.is_(None),
-                    ~sa.exists().where(keys_t.c.sourced_id == t.c.sourced_id)]
-            if buckets is not None:
-                gone.append(_bucket_sql(t.c.row_hash).in_([int(b) for b in buckets]))
-            conn.execute(sa.insert(diff_t).from_select(["gone"], sa.select(t.c.sourced_id).where(*gone)))
-        # every staged copy of a key that has a row to write, so duplicates resolve to the latest
-        changed_keys = sa.select(diff_t.c.sourced_id).where(diff_t.c.ord.is_not(None)).distinct().subquery()
-        wanted = np.fromiter(conn.execute(  # streamed: 8 bytes per row to write, nothing more
-            sa.select(kn.c.ord).join(changed_keys, changed_keys.c.sourced_id == kn.c.sourced_id).order_by(kn.c.ord),
-            execution_options={"stream_results": True, "yield_per": 50_000},
-        ).scalars(), dtype=np.int64)
+        wanted = _rows_to_write(conn, target, iid, keys_t, known_t, diff_t, full_sync=full_sync, buckets=buckets)
         speculation = first.speculation
         missing = np.setdiff1d(wanted, speculation.ords(), assume_unique=True)
         lap(f"find changed ({len(wanted)} rows to write, {len(wanted) - len(missing)} kept from the first pass)")

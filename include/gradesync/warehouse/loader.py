@@ -65,8 +65,8 @@ log = logging.getLogger(__name__)
 SPECULATION_CAP = 100_000  # rows kept in memory to skip the second pass (about 40 MB)
 READ_THREADS = 2  # staged files read and hashed at once while the keys stream (the server waits)
 BUCKET_BITS = 16  # checksum buckets: 65,536, about 15 rows each in a million
-_MASK64 = (1 << 64) - 1
 BUCKETS = 1 << BUCKET_BITS
+_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -326,17 +326,19 @@ def _changed_buckets(conn: sa.Connection, backend: Backend, target: sa.Table, ii
     """Buckets where the table's live rows, less those with staged keys, differ from the checksum.
 
     One aggregate over the table (parallel on Postgres) settles the usual case: no bucket differs.
-    Otherwise the live rows' hashes are streamed (8 bytes a row, never held) into a checksum of
-    the same layout; the staged keys' records, looked up in ``known``, are taken out of both.
+    Otherwise the live rows' hashes are streamed (packed, never all held) into a checksum of the
+    same layout. Either way the live records of the staged keys, looked up in ``known``, are
+    taken out of the table's side.
     """
     live = sa.and_(target.c.integration_id == iid, target.c.deleted_at.is_(None))
-    table = _Checksum()
+    table = _Checksum()  # starts as minus the staged keys' live records
     for staged in backend.int8_values(conn, sa.select(known.c.cur_hash).where(
             known.c.cur_exists, sa.not_(known.c.cur_deleted)).group_by(known.c.sourced_id, known.c.cur_hash)):
         table.add(staged, sign=-1)
     count, xor = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.bit_xor(target.c.row_hash), 0))
                               .where(live)).one()
-    if (count + int(table.count.sum()), (xor & _MASK64) ^ table.total[1]) == checksum.total:
+    staged_count, staged_xor = table.total  # the count is negative
+    if (count + staged_count, (xor & _MASK64) ^ staged_xor) == checksum.total:
         return np.zeros(0, dtype=np.int64)
     for hashes in backend.int8_values(conn, sa.select(target.c.row_hash).where(live)):
         table.add(hashes)

@@ -13,6 +13,7 @@ import pyarrow as pa
 _MIX = np.uint64(0x100000001B3)  # the column combiner of staging.row_hashes
 _MIX_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _KEY_MIX = np.uint64(0x87C37B91114253D5)
+_SLICE = 8192  # keys hashed together: eight shifted copies of their bytes, a few MB
 _BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 
 
@@ -27,6 +28,14 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
 
 
 def key_hashes(keys: pa.Array) -> np.ndarray:
+    """uint64 hash of each key's UTF-8 bytes (see ``_key_hashes``), a slice of keys at a time so
+    that its working arrays stay small whatever the batch size."""
+    if len(keys) <= _SLICE:
+        return _key_hashes(keys)
+    return np.concatenate([_key_hashes(keys.slice(start, _SLICE)) for start in range(0, len(keys), _SLICE)])
+
+
+def _key_hashes(keys: pa.Array) -> np.ndarray:
     """uint64 hash of each key's UTF-8 bytes, vectorised over 8-byte words.
 
     Keys are nearly all distinct, so hashing them as Python strings would cost a reload more than

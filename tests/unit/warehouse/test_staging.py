@@ -88,6 +88,9 @@ def test_key_hashes_are_the_same_however_keys_are_batched() -> None:
     assert np.array_equal(np.concatenate([key_hashes(arr.slice(i, 97)) for i in range(0, len(keys), 97)]), whole)
     assert np.array_equal(key_hashes(arr.cast(pa.large_string())), whole)
     assert key_hashes(pa.array(["a"]))[0] == whole[-3] and len(set(whole.tolist())) == len(set(keys))
+    many = pa.array([f"{i}-{'x' * (i % 13)}" for i in range(20_000)])  # hashed in several slices
+    assert np.array_equal(key_hashes(many), np.concatenate([key_hashes(many.slice(i, 999))
+                                                            for i in range(0, 20_000, 999)]))
 
 
 def test_folding_the_key_in_is_invertible() -> None:

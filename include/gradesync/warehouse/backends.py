@@ -35,6 +35,17 @@ def lock_key(*parts: str) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+MIN_POSTGRES = 140000  # bit_xor (reload checksums), client_connection_check_interval
+
+
+def require_server_version(version: int) -> None:
+    """Refuse a Postgres server older than MIN_POSTGRES, with a message that says so."""
+    if version < MIN_POSTGRES:
+        found = f"{version // 10000}.{version % 10000}" if version >= 100000 else str(version)
+        raise RuntimeError(f"the gradesync warehouse needs PostgreSQL {MIN_POSTGRES // 10000} or newer; "
+                           f"this server is {found}: upgrade it, or use another database")
+
+
 class DuplicateKey(Exception):
     """Staged rows repeat a key that must be unique (the loader then takes the deduplicating path)."""
 
@@ -102,13 +113,13 @@ class PostgresBackend(Backend):
 
         @sa.event.listens_for(engine, "connect")
         def _setup(dbapi_conn: Any, _record: Any) -> None:
+            require_server_version(dbapi_conn.info.server_version)
             # UTC so timestamps in COPY text and in reads mean UTC; temp_buffers before any temp table
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET TimeZone = 'UTC'")
                 cur.execute("SET temp_buffers = '256MB'")
-                if dbapi_conn.info.server_version >= 140000:
-                    # a backend whose client was killed stops mid-query instead of finishing it
-                    cur.execute("SET client_connection_check_interval = '2s'")
+                # a backend whose client was killed stops mid-query instead of finishing it
+                cur.execute("SET client_connection_check_interval = '2s'")
             dbapi_conn.commit()
 
         return engine

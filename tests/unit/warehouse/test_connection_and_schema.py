@@ -97,3 +97,12 @@ def test_schema_derives_from_the_entity_registry() -> None:
             str(CreateTable(table).compile(dialect=dialect))
     ddl = str(CreateTable(ws.entity("results")).compile(dialect=postgresql.dialect()))
     assert 'sourced_id TEXT COLLATE "C"' in ddl and "metadata JSONB" in ddl and "TIMESTAMP WITH TIME ZONE" in ddl
+
+
+def test_an_old_postgres_server_is_refused_with_a_clear_message() -> None:
+    from gradesync.warehouse.backends import require_server_version
+
+    with pytest.raises(RuntimeError, match=r"PostgreSQL 14 or newer; this server is 13\.11: upgrade it"):
+        require_server_version(130011)
+    require_server_version(140000)
+    require_server_version(150020)

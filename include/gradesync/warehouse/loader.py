@@ -14,8 +14,9 @@ The algorithm is the same on both databases; only how rows reach the tables diff
    are staged: the other rows go into a checksum, a count and an XOR of row hashes (which cover
    key and content) per bucket of hashes, compared with the same aggregate over the table's live
    rows without the staged keys. Equal checksums prove those rows unchanged and nothing vanished
-   (up to a 64-bit hash collision); where buckets differ, their rows' keys are staged in a further
-   pass and joined like the others, and only live records in those buckets can have vanished.
+   (up to a 64-bit hash collision); where buckets differ, their rows' keys (set aside in a local
+   spill file by the first pass) are staged and joined like the others, and only live records in
+   those buckets can have vanished.
    A reload where 1% changed, as IC stamps changes, stages about 1% of the keys. On SQLite every
    row is staged in one pass.
 2. Duplicate keys in the files (normally removed upstream) are counted and the last version
@@ -33,6 +34,7 @@ records the old and the new values.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -237,7 +239,10 @@ class _FirstPass:
 
     With a checksum (full syncs that have a watermark), only the keys of rows modified after
     ``after`` (and of tombstones and undated rows) are staged; the other rows go into the
-    checksum, which is compared with the table's. Without one, every key is staged.
+    checksum, which is compared with the table's, and their keys into a local spill file (about
+    50 bytes a row, on disk, not in memory), from which later passes stage the keys of the
+    buckets that differ without reading and hashing the staged files again. Without a checksum,
+    every key is staged.
     """
 
     def __init__(self, after: datetime | None, full_sync: bool) -> None:
@@ -245,14 +250,26 @@ class _FirstPass:
         self.checksum = _Checksum() if full_sync and after is not None else None
         self.speculation = _Speculation()
         self.rows = 0
+        self._spill = tempfile.TemporaryFile(prefix="gradesync-keys-") if self.checksum is not None else None
+        self._spill_writer: pa.ipc.RecordBatchStreamWriter | None = None
 
-    def staged_mask(self, sb: StagedBatch) -> np.ndarray | None:
-        """Which rows of a batch have their key staged in the first pass; None for all."""
-        if self.checksum is None:
-            return None
+    def close(self) -> None:
+        if self._spill_writer is not None:
+            self._spill_writer.close()
+        if self._spill is not None:
+            self._spill.close()
+
+    def _staged_mask(self, sb: StagedBatch) -> np.ndarray:
+        """Which rows of a batch have their key staged in the first pass."""
         dlm = sb.batch.column("date_last_modified")
         recent = pa.compute.fill_null(pa.compute.greater(dlm, pa.scalar(self.after, dlm.type)), True)
         return recent.to_numpy(zero_copy_only=False) | sb.tombstone
+
+    def _set_aside(self, keys: pa.RecordBatch) -> None:
+        assert self._spill is not None
+        if self._spill_writer is None:
+            self._spill_writer = pa.ipc.new_stream(pa.PythonFile(self._spill, mode="w"), keys.schema)
+        self._spill_writer.write_batch(keys)
 
     def key_batches(self, files: StagedFiles) -> Iterator[pa.RecordBatch]:
         for sb in files.batches(threads=READ_THREADS):
@@ -260,11 +277,13 @@ class _FirstPass:
             self.rows += n
             ords = np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)
             hashes, tomb, batch = sb.hashes, sb.tombstone, sb.batch
-            staged = self.staged_mask(sb)
-            if staged is not None:
-                assert self.checksum is not None
-                self.checksum.add(hashes[~staged])
-                if not staged.all():
+            if self.checksum is not None:
+                staged = self._staged_mask(sb)
+                rest = ~staged
+                if rest.any():
+                    self.checksum.add(hashes[rest])
+                    self._set_aside(_keys(pa.array(ords[rest]), batch.column(KEY_COLUMN).filter(pa.array(rest)),
+                                          pa.array(hashes[rest]), pa.array(tomb[rest]), checked=True))
                     batch = batch.filter(pa.array(staged))
                     ords, hashes, tomb = ords[staged], hashes[staged], tomb[staged]
             if not len(ords):
@@ -275,19 +294,18 @@ class _FirstPass:
                 names=["ord", *batch.schema.names, "row_hash", "tombstone"]))
             yield _keys(ords_a, batch.column(KEY_COLUMN), hashes_a, tomb_a, checked=False)
 
-    def bucket_key_batches(self, files: StagedFiles, buckets: np.ndarray | None) -> Iterator[pa.RecordBatch]:
-        """A later pass: the keys the first pass did not stage, of rows in ``buckets`` (None: all)."""
-        for sb in files.batches(threads=READ_THREADS):
-            staged = self.staged_mask(sb)
-            assert staged is not None
-            pick = ~staged
+    def bucket_key_batches(self, buckets: np.ndarray | None) -> Iterator[pa.RecordBatch]:
+        """A later pass: the keys the first pass set aside, of rows in ``buckets`` (None: all)."""
+        if self._spill_writer is None:  # every row was staged in the first pass
+            return
+        assert self._spill is not None
+        self._spill_writer.close()
+        self._spill.seek(0)
+        for keys in pa.ipc.open_stream(pa.PythonFile(self._spill, mode="r")):
             if buckets is not None:
-                pick &= np.isin(_bucket(sb.hashes), buckets)
-            if not pick.any():
-                continue
-            ords = np.arange(sb.first_ord, sb.first_ord + sb.batch.num_rows, dtype=np.int64)[pick]
-            yield _keys(pa.array(ords), sb.batch.column(KEY_COLUMN).filter(pa.array(pick)),
-                        pa.array(sb.hashes[pick]), pa.array(sb.tombstone[pick]), checked=True)
+                keys = keys.filter(pa.array(np.isin(_bucket(keys.column("row_hash").to_numpy()), buckets)))
+            if keys.num_rows:
+                yield keys
 
 
 def _keys(ords: pa.Array, keys: pa.Array, hashes: pa.Array, tomb: pa.Array, *, checked: bool) -> pa.RecordBatch:
@@ -354,28 +372,31 @@ def _stage_and_compare_keys(conn: sa.Connection, backend: Backend, files: Staged
     vanished: None for all of them, empty for none.
     """
     first = _FirstPass(speculate_after, full_sync)
-    compared = backend.stage(conn, keys, first.key_batches(files))
-    backend.analyze(conn, keys, ("sourced_id", "ord"))  # what the joins and filters below use
-    _look_up(conn, backend, keys, known, target, iid)
-    buckets: np.ndarray | None = None
-    if first.checksum is None:
-        verdict = "every key staged (delta sync, or no watermark yet)"
-    else:
-        # Rows whose keys were not staged are settled by the checksum: all of them unchanged and
-        # nothing vanished (no bucket differs), or their keys are staged now, bucket by bucket.
-        buckets = _changed_buckets(conn, backend, target, iid, known, first.checksum)
-        verdict = f"checksums differ in {len(buckets):,} of {BUCKETS:,} buckets"
-        if len(buckets) > BUCKETS // 2:
-            buckets = None
-        covered, more = np.zeros(0, dtype=np.int64), buckets
-        while more is None or len(more):  # at most twice: see _buckets_of_hidden_copies
-            compared += backend.stage(conn, keys, first.bucket_key_batches(files, more))
-            backend.analyze(conn, keys, ("sourced_id", "ord"))
-            _look_up(conn, backend, keys, known, target, iid)
-            if more is None:
-                break
-            covered = np.union1d(covered, more)
-            more = _buckets_of_hidden_copies(conn, known, covered)
+    try:
+        compared = backend.stage(conn, keys, first.key_batches(files))
+        backend.analyze(conn, keys, ("sourced_id", "ord"))  # what the joins and filters below use
+        _look_up(conn, backend, keys, known, target, iid)
+        buckets: np.ndarray | None = None
+        if first.checksum is None:
+            verdict = "every key staged (delta sync, or no watermark yet)"
+        else:
+            # Rows whose keys were set aside are settled by the checksum: all of them unchanged
+            # and nothing vanished (no bucket differs), or their keys are staged now, by bucket.
+            buckets = _changed_buckets(conn, backend, target, iid, known, first.checksum)
+            verdict = f"checksums differ in {len(buckets):,} of {BUCKETS:,} buckets"
+            if len(buckets) > BUCKETS // 2:
+                buckets = None
+            covered, more = np.zeros(0, dtype=np.int64), buckets
+            while more is None or len(more):  # at most twice: see _buckets_of_hidden_copies
+                compared += backend.stage(conn, keys, first.bucket_key_batches(more))
+                backend.analyze(conn, keys, ("sourced_id", "ord"))
+                _look_up(conn, backend, keys, known, target, iid)
+                if more is None:
+                    break
+                covered = np.union1d(covered, more)
+                more = _buckets_of_hidden_copies(conn, known, covered)
+    finally:
+        first.close()
     log.info("%s: compared %s of %s staged rows by key; %s", label, f"{compared:,}", f"{first.rows:,}", verdict)
     return first, buckets
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-_MIX = np.uint64(0x100000001B3)  # the column combiner of staging.row_hashes
+COLUMN_MIX = np.uint64(0x100000001B3)  # combines column hashes in staging.row_hashes, and the key here
 _MIX_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _KEY_MIX = np.uint64(0x87C37B91114253D5)
 _SLICE = 8192  # keys hashed together: eight shifted copies of their bytes, a few MB
@@ -80,7 +80,7 @@ def _key_hashes(keys: pa.Array) -> np.ndarray:
 def fold_key(content_hashes: np.ndarray, keys: pa.Array) -> np.ndarray:
     """Signed row hashes from the hashes of the content columns and the keys (hashed last)."""
     with np.errstate(over="ignore"):
-        return ((content_hashes.view(np.uint64) ^ key_hashes(keys)) * _MIX).view(np.int64)
+        return ((content_hashes.view(np.uint64) ^ key_hashes(keys)) * COLUMN_MIX).view(np.int64)
 
 
 def unfold_key(row_hashes: np.ndarray, keys: pa.Array) -> np.ndarray:

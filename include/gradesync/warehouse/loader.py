@@ -144,14 +144,18 @@ def _temp_tables(entity: Entity) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table
     return rows, keys, known, diff
 
 
+def _staging_rows(ords: np.ndarray, batch: pa.RecordBatch, hashes: np.ndarray, tomb: np.ndarray) -> pa.RecordBatch:
+    """Full rows in the layout of ``gs_stage_rows``."""
+    return pa.RecordBatch.from_arrays([pa.array(ords), *batch.columns, pa.array(hashes), pa.array(tomb)],
+                                      names=["ord", *batch.schema.names, "row_hash", "tombstone"])
+
+
 def _row_batches(files: StagedFiles, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
     """Full staging rows (optionally only the wanted ordinals, sorted) in the temp table's layout."""
     for sb in files.batches(wanted):
         n = sb.batch.num_rows
         ords = sb.ords if sb.ords is not None else np.arange(sb.first_ord, sb.first_ord + n, dtype=np.int64)
-        arrays = [pa.array(ords), *sb.batch.columns, pa.array(sb.hashes), pa.array(sb.tombstone)]
-        names = ["ord", *sb.batch.schema.names, "row_hash", "tombstone"]
-        yield pa.RecordBatch.from_arrays(arrays, names=names)
+        yield _staging_rows(ords, sb.batch, sb.hashes, sb.tombstone)
 
 
 class _Speculation:
@@ -288,11 +292,10 @@ class _FirstPass:
                     ords, hashes, tomb = ords[staged], hashes[staged], tomb[staged]
             if not len(ords):
                 continue
-            ords_a, hashes_a, tomb_a = pa.array(ords), pa.array(hashes), pa.array(tomb)
-            self.speculation.offer(pa.RecordBatch.from_arrays(
-                [ords_a, *batch.columns, hashes_a, tomb_a],
-                names=["ord", *batch.schema.names, "row_hash", "tombstone"]))
-            yield _keys(ords_a, batch.column(KEY_COLUMN), hashes_a, tomb_a, checked=False)
+            rows = _staging_rows(ords, batch, hashes, tomb)
+            self.speculation.offer(rows)
+            yield _keys(rows.column("ord"), rows.column(KEY_COLUMN), rows.column("row_hash"),
+                        rows.column("tombstone"), checked=False)
 
     def bucket_key_batches(self, buckets: np.ndarray | None) -> Iterator[pa.RecordBatch]:
         """A later pass: the keys the first pass set aside, of rows in ``buckets`` (None: all)."""

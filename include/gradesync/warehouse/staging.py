@@ -29,13 +29,12 @@ from pandas.util import hash_array
 
 from gradesync.entities import API_VERSIONS, Entity
 from gradesync.records import arrow_schema
-from gradesync.warehouse.keyhash import fold_key
+from gradesync.warehouse.keyhash import COLUMN_MIX, fold_key
 from gradesync.warehouse.schema import DELETED_STATUS, PROVENANCE_COLUMNS, content_fields
 
 KEY_COLUMN = "sourced_id"
 DEFAULT_BATCH_ROWS = 65_536  # peak memory is a few batches; smaller ones re-hash the same dictionary values
 _NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
-_MIX = np.uint64(0x100000001B3)
 
 
 def staging_schema(entity: Entity) -> pa.Schema:
@@ -55,9 +54,13 @@ def _hash_column(arr: pa.Array) -> np.ndarray:
         dictionary = arr.dictionary.to_numpy(zero_copy_only=False).astype(object)
         dict_hash = hash_array(dictionary, categorize=False) if len(dictionary) else np.zeros(1, np.uint64)
         out = dict_hash[arr.indices.fill_null(0).to_numpy(zero_copy_only=False)]
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):  # keys: nearly all distinct
-        out = hash_array(arr.to_numpy(zero_copy_only=False).astype(object), categorize=False) if n else np.zeros(
-            0, np.uint64)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        enc = pc.dictionary_encode(arr)
+        dictionary = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
+        dict_hash = hash_array(dictionary, categorize=False) if len(dictionary) else np.zeros(0, np.uint64)
+        idx = enc.indices
+        out = dict_hash[idx.fill_null(0).to_numpy(zero_copy_only=False)] if len(dict_hash) else np.zeros(
+            n, np.uint64)
     else:
         if pa.types.is_boolean(t):
             vals = arr.fill_null(False).cast(pa.uint8()).to_numpy(zero_copy_only=False).astype(np.uint64)
@@ -82,7 +85,7 @@ def row_hashes(batch: pa.RecordBatch, columns: Iterable[str]) -> np.ndarray:
     acc = np.full(batch.num_rows, np.uint64(0xCBF29CE484222325), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for name in columns:
-            acc = (acc ^ _hash_column(batch.column(name))) * _MIX
+            acc = (acc ^ _hash_column(batch.column(name))) * COLUMN_MIX
     return acc.view(np.int64)
 
 

@@ -124,15 +124,22 @@ def _insert_v1_data(wh: Warehouse) -> None:
                                             load_started_at=stamp, finished_at=stamp, load_seconds=1.0))
 
 
+def _unmigrated(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Warehouse:
+    """An empty warehouse, not migrated yet, dropped after the test."""
+    if backend == "postgres":
+        ctx = throwaway_schema()
+        url, schema = ctx.__enter__()
+        request.addfinalizer(lambda: ctx.__exit__(None, None, None))
+    else:
+        url, schema = f"sqlite:///{tmp_path / 'old.db'}", "gradesync"
+    wh = Warehouse(url, schema=schema)
+    request.addfinalizer(wh.dispose)
+    return wh
+
+
 def test_upgrade_a_v1_warehouse_with_data(tmp_path: Path, stage: Stager, request: pytest.FixtureRequest) -> None:
     for backend in ("sqlite", "postgres"):
-        if backend == "postgres":
-            ctx = throwaway_schema()
-            url, schema = ctx.__enter__()
-            request.addfinalizer(lambda c=ctx: c.__exit__(None, None, None))
-        else:
-            url, schema = f"sqlite:///{tmp_path / 'v1.db'}", "gradesync"
-        wh = Warehouse(url, schema=schema)
+        wh = _unmigrated(backend, tmp_path, request)
         assert wh.migrate("0001") == "0001"
         _insert_v1_data(wh)
         assert wh.migrate() == head_revision() == "0004"
@@ -147,7 +154,6 @@ def test_upgrade_a_v1_warehouse_with_data(tmp_path: Path, stage: Stager, request
         files, _, n = stage([result(1, score=9.0), result(2, score=2.0)])
         counts = wh.load_entity("district-a", "results", "1.2", files, run_id="new", full_sync=True, extracted=n)
         assert (counts.updated, counts.revived) == (2, 1)
-        wh.dispose()
 
 
 def _stored_hashes(wh: Warehouse) -> dict[str, int]:
@@ -160,14 +166,7 @@ def _stored_hashes(wh: Warehouse) -> dict[str, int]:
 def test_upgrade_to_v3_rehashes_stored_rows_so_they_stay_unchanged(
         backend: str, tmp_path: Path, stage: Stager, request: pytest.FixtureRequest) -> None:
     """A v2 warehouse stored content-only hashes; after 0003 a reload of the same data changes nothing."""
-    if backend == "postgres":
-        ctx = throwaway_schema()
-        url, schema = ctx.__enter__()
-        request.addfinalizer(lambda: ctx.__exit__(None, None, None))
-    else:
-        url, schema = f"sqlite:///{tmp_path / 'v2.db'}", "gradesync"
-    wh = Warehouse(url, schema=schema)
-    request.addfinalizer(wh.dispose)
+    wh = _unmigrated(backend, tmp_path, request)
     assert wh.migrate("0002") == "0002"
     files, _, n = stage([result(i, comment="é" * i) for i in range(300)])
     wh.load_entity("district-a", "results", "1.2", files, run_id="v2", full_sync=True, extracted=n)
